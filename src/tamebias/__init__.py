@@ -1,0 +1,8 @@
+"""tamebias: tame dataset bias with domain adaptation."""
+
+__version__ = "0.1.0"
+
+from .api import RunResult, evaluate_run, fit  # noqa: E402
+from .config import RunConfig, load_config  # noqa: E402
+
+__all__ = ["RunConfig", "RunResult", "__version__", "evaluate_run", "fit", "load_config"]

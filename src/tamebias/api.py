@@ -1,0 +1,217 @@
+"""The public Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import RunConfig, load_config
+from .data.domain import DomainData, DomainStreams, prepare_data
+from .evaluation.metrics import Evaluation, evaluate
+from .methods import METHODS, build_method
+from .models.classifier import build_classifier
+from .training import checkpoint
+from .training.trainer import Trainer
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports; saved as ``result.json`` in its run directory."""
+
+    run_dir: str
+    method: str
+    task: str
+    selection: str
+    analysis_only: bool
+    target: dict[str, Any]  # Evaluation of the selected model on the target test split
+    source_val: dict[str, Any] | None
+    selected: dict[str, Any] | None  # the evaluation record the selection rule picked
+    final_target_accuracy: float | None  # the last model, whatever the rule
+    oracle_best_target_accuracy: float | None  # analysis only: best over evaluations
+    history: list[dict[str, Any]]
+    protocol: dict[str, Any]
+    steps: int
+    wall_seconds: float
+    train_seconds: float
+    train_images_per_second: float
+    machine: dict[str, Any]
+    tamebias_version: str = __version__
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.target["accuracy"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResult:
+        return cls(**json.loads((Path(run_dir) / "result.json").read_text()))
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info = {
+        "device": device.type,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but CUDA is not available; use cpu or auto")
+    return device
+
+
+def task_name(config: RunConfig) -> str:
+    return f"{config.data.source}->{config.data.target}"
+
+
+def make_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = config.name or (
+        f"{config.method.name}-{config.data.source}-{config.data.target}"
+        f"-seed{config.train.seed}-{stamp}"
+    ).replace(":", "_").replace("/", "_")
+    return Path(config.output_dir) / name
+
+
+def build_run(config: RunConfig, data: DomainData | None = None):
+    """Data, model and method for ``config`` (seeded), on the configured device."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data = data or prepare_data(config.data)
+    channels, size, _ = data.geometry
+    torch.manual_seed(config.train.seed)
+    classifier = build_classifier(
+        config.model.backbone, data.num_classes, channels, size, config.model.pretrained
+    )
+    method = build_method(config.method, classifier).to(device)
+    return data, method, device
+
+
+def fit(
+    config: RunConfig | dict | str | Path | None = None,
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    data: DomainData | None = None,
+) -> RunResult:
+    """Train ``config`` (a RunConfig, a dict, or a TOML/JSON path) and return its result.
+
+    An existing ``run_dir`` with a checkpoint resumes where it stopped, using the config saved
+    there; the result equals that of an uninterrupted run with the same seed."""
+    wall_start = time.perf_counter()
+    saved = Path(run_dir) / "config.json" if run_dir is not None else None
+    if config is None and saved is not None and saved.exists():
+        config = load_config(saved, overrides)  # resume with the run's own config
+    elif not isinstance(config, RunConfig):
+        config = load_config(config, overrides)
+    if saved is not None and saved.exists() and (Path(run_dir) / "checkpoint.pt").exists():
+        if json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(
+                f"{run_dir} holds a run with a different config; resume it without a config "
+                "(tamebias fit --resume DIR) or choose a new run directory"
+            )
+    run_dir = Path(run_dir) if run_dir is not None else make_run_dir(config)
+    method_class = METHODS[config.method.name]
+    selection = method_class.selection or config.train.selection
+    data, method, device = build_run(config, data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    (run_dir / "protocol.json").write_text(json.dumps(data.protocol, indent=2) + "\n")
+
+    streams = DomainStreams(
+        data, config.data.batch_size, config.train.seed, device,
+        target=method.needs.target, labeled_target=method.needs.labeled_target,
+        on_device=config.data.on_device,
+    )
+    trainer = Trainer(
+        method, data, streams, run_dir, device, selection, config.train.log_every,
+        config.train.eval_every, config.train.checkpoint_every, config.train.amp,
+        config.train.progress,
+    )
+    report = trainer.run()
+    final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
+    if selection != "last" and trainer.best_path.exists():
+        method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
+    target, source = trainer.evaluate()
+    result = RunResult(
+        run_dir=str(run_dir),
+        method=config.method.name,
+        task=task_name(config),
+        selection=selection,
+        analysis_only=method_class.analysis_only or selection == "target_oracle",
+        target=target.to_dict(),
+        source_val=source.to_dict() if source else None,
+        selected=report.selected,
+        final_target_accuracy=final_accuracy,
+        oracle_best_target_accuracy=max(
+            (r["target_accuracy"] for r in report.history), default=None),
+        history=report.history,
+        protocol=data.protocol,
+        steps=report.steps,
+        wall_seconds=time.perf_counter() - wall_start,
+        train_seconds=report.train_seconds,
+        train_images_per_second=report.train_images / max(report.train_seconds, 1e-9),
+        machine=machine_info(device),
+        config=config.to_dict(),
+    )
+    (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path, target: str | None = None, split: str = "test",
+    root: str | None = None, which: str = "selected",
+) -> Evaluation:
+    """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
+    on another dataset converted to the run's input geometry."""
+    from .data.datasets import load_dataset
+    from .data.imageset import DataError
+    from .data.transforms import to_geometry
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.json")
+    if root is not None:
+        config.data.root = root
+    device = resolve_device(config.train.device)
+    protocol = json.loads((run_dir / "protocol.json").read_text())
+    size, _, channels = (int(v) for v in protocol["input"].split("x"))
+    dataset = load_dataset(target or config.data.target, split, config.data.root,
+                           config.data.download, (size, size))
+    dataset = to_geometry(dataset, size, channels)
+    if dataset.classes != protocol["classes"]:
+        raise DataError(
+            f"{dataset.name} has classes {dataset.classes} but the run was trained on "
+            f"{protocol['classes']}"
+        )
+    torch.manual_seed(config.train.seed)
+    classifier = build_classifier(config.model.backbone, dataset.num_classes, channels, size,
+                                  None)
+    method = build_method(config.method, classifier).to(device)
+    path = run_dir / ("best.pt" if which == "selected" and (run_dir / "best.pt").exists()
+                      else "checkpoint.pt")
+    method.load_state_dict(checkpoint.load(path, device)["method"])
+    method.eval()
+    return evaluate(method.predict, dataset, device)

@@ -1,0 +1,150 @@
+"""The benchmark runner: tasks x methods x seeds -> rows built from run records, merged into
+``benchmarks/results/<suite>.json`` with a Markdown table beside it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .api import RunResult, fit
+from .config import load_config
+from .data.domain import prepare_data
+from .registry import lookup
+from .tasks import TASKS
+
+
+def row_from_runs(task: str, results: list[RunResult]) -> dict[str, Any]:
+    """One results row from the runs of one task x method (one run per seed)."""
+    first = results[0]
+    accuracies = [100 * r.accuracy for r in results]
+    config = first.config
+    protocol = first.protocol
+    return {
+        "task": task,
+        "protocol": {
+            "source": protocol["source"], "target": protocol["target"],
+            "subset": protocol["subset"], "input": protocol["input"],
+            "source_train": protocol["source_train"], "source_val": protocol["source_val"],
+            "target_train": protocol["target_train"], "target_test": protocol["target_test"],
+            "augmentation": "none", "batch_size": config["data"]["batch_size"],
+        },
+        "method": first.method,
+        "backbone": config["model"]["backbone"],
+        "steps": first.steps,
+        "seeds": [r.config["train"]["seed"] for r in results],
+        "selection": first.selection,
+        "analysis_only": first.analysis_only,
+        "accuracy_mean": statistics.fmean(accuracies),
+        "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "per_seed": accuracies,
+        "mean_class_accuracy_mean": statistics.fmean(
+            100 * r.target["mean_class_accuracy"] for r in results),
+        "oracle_best_accuracy_mean": statistics.fmean(
+            100 * (r.oracle_best_target_accuracy or 0.0) for r in results),
+        "wall_seconds": sum(r.wall_seconds for r in results),
+        "train_images_per_second": statistics.fmean(
+            r.train_images_per_second for r in results),
+        "machine": first.machine,
+        "tamebias_version": __version__,
+        "method_config": config["method"],
+        "runs": [r.run_dir for r in results],
+    }
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    return (row["task"], row["method"], row["backbone"], row["selection"],
+            json.dumps(row["protocol"], sort_keys=True))
+
+
+def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    existing = json.loads(path.read_text())["rows"] if path.exists() else []
+    merged = {row_key(row): row for row in existing}
+    for row in rows:
+        merged[row_key(row)] = row
+    return list(merged.values())
+
+
+def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Results: {suite}",
+        "",
+        "Written by `tamebias bench` from run records; do not edit by hand. Accuracy is on the "
+        "target test split, %, mean ± sample std over seeds, of the model picked by `selection` "
+        "(never target labels, except rows marked *analysis*). `oracle-best` is the best target "
+        "accuracy seen at any evaluation (needs target labels: analysis only).",
+        "",
+        "| task | method | backbone | input | steps | selection | accuracy | per seed | "
+        "oracle-best | img/s | wall s | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["task"], r["analysis_only"], r["method"])):
+        machine = row["machine"]
+        where = machine.get("gpu") or f"cpu x{machine['torch_threads']}"
+        method = row["method"] + (" *(analysis)*" if row["analysis_only"] else "")
+        lines.append(
+            f"| {row['task']} | {method} | {row['backbone']} | {row['protocol']['input']} | "
+            f"{row['steps']} | {row['selection']} | "
+            f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} | "
+            f"{' / '.join(f'{a:.2f}' for a in row['per_seed'])} | "
+            f"{row['oracle_best_accuracy_mean']:.2f} | {row['train_images_per_second']:.0f} | "
+            f"{row['wall_seconds']:.0f} | {where} |"
+        )
+    lines += ["", "## Protocols", ""]
+    seen = set()
+    for row in sorted(rows, key=lambda r: r["task"]):
+        if row["task"] in seen:
+            continue
+        seen.add(row["task"])
+        protocol = row["protocol"]
+        lines.append(
+            f"- **{row['task']}**: {protocol['source']} -> {protocol['target']}; "
+            f"{protocol['subset']}; source train/val {protocol['source_train']}/"
+            f"{protocol['source_val']}, target train {protocol['target_train']} (unlabeled), "
+            f"target test {protocol['target_test']}; input {protocol['input']}; "
+            f"augmentation {protocol['augmentation']}; batch {protocol['batch_size']}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(
+    suite: str, tasks: list[str], methods: list[str], seeds: list[int],
+    overrides: list[str] | None = None, results_dir: str | Path = "benchmarks/results",
+    runs_dir: str | Path = "runs/bench",
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every task x method x seed, write rows as each task x method finishes."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"{suite}.json"
+    rows = []
+    for task_name in tasks:
+        task = lookup(TASKS, task_name, "task")
+        data = None
+        for method in methods:
+            results = []
+            for seed in seeds:
+                config = load_config(None, [
+                    f"method.name={method}", *task.overrides(), f"train.seed={seed}",
+                    "train.progress=false", *(overrides or []),
+                ])
+                if data is None:
+                    data = prepare_data(config.data)  # decoded once per task
+                run_dir = Path(runs_dir) / suite / task_name / method / f"seed{seed}"
+                saved = run_dir / "config.json"
+                if saved.exists() and json.loads(saved.read_text()) != json.loads(
+                        json.dumps(config.to_dict())):
+                    shutil.rmtree(run_dir)  # a stale run of another config: start afresh
+                results.append(fit(config, run_dir=run_dir, data=data))
+            row = row_from_runs(task_name, results)
+            rows.append(row)
+            merged = merge_rows(json_path, [row])
+            json_path.write_text(json.dumps({"suite": suite, "rows": merged}, indent=2) + "\n")
+            (results_dir / f"{suite}.md").write_text(markdown_table(suite, merged))
+            if on_row:
+                on_row(row)
+    return rows

@@ -1,0 +1,215 @@
+"""The ``tamebias`` command line: fit, eval, list, demo, bench."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .config import ConfigError
+from .data.imageset import DataError
+from .registry import UnknownNameError
+from .training.trainer import TrainingDiverged
+
+app = typer.Typer(
+    help="tamebias: tame dataset bias with domain adaptation. Train on labeled source data and "
+    "unlabeled target data; get a model that works on the target, and a report.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Dotted override, e.g. --set method.steps=2000 "
+                 "--set data.source=usps (repeatable; checked against the typed config)."),
+]
+DataRoot = Annotated[
+    str | None,
+    typer.Option("--data-root", help="Folder with the datasets (default: $TAMEBIAS_DATA, "
+                 "else ~/.cache/tamebias/data)."),
+]
+
+
+def _fail(error: Exception) -> None:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _with_root(overrides: list[str] | None, root: str | None) -> list[str]:
+    return [*(overrides or []), *([f"data.root={root}"] if root else [])]
+
+
+def _result_table(title: str, results) -> Table:
+    table = Table(title=title)
+    for column in ("method", "task", "target acc %", "mean/class %", "selection", "img/s",
+                   "wall s", "run directory"):
+        table.add_column(column)
+    for result in results:
+        table.add_row(
+            result.method + (" (analysis)" if result.analysis_only else ""), result.task,
+            f"{100 * result.accuracy:.2f}", f"{100 * result.target['mean_class_accuracy']:.2f}",
+            result.selection, f"{result.train_images_per_second:.0f}",
+            f"{result.wall_seconds:.0f}", result.run_dir,
+        )
+    return table
+
+
+@app.command()
+def fit(
+    config: Annotated[Path | None, typer.Argument(help="A .toml or .json run config.")] = None,
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the run in this folder from its last checkpoint, with its saved config."
+    )] = None,
+) -> None:
+    """Train one run: a method on a source->target pair, with evaluation and checkpoints."""
+    from . import api
+    from .report.figures import write_run_report
+
+    try:
+        if resume is not None:
+            if not (resume / "config.json").exists():
+                raise ConfigError(f"{resume} is not a run directory (no config.json)")
+            result = api.fit(None, overrides, run_dir=resume)
+        else:
+            result = api.fit(config, _with_root(overrides, data_root), run_dir=run_dir)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError) as error:
+        _fail(error)
+    write_run_report(result.run_dir)
+    console.print(_result_table("result", [result]))
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    dataset: Annotated[str | None, typer.Option(
+        help="Evaluate on this dataset instead of the run's target (converted to its geometry)."
+    )] = None,
+    split: Annotated[str, typer.Option(help="train or test")] = "test",
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt) or last (checkpoint.pt)")] = "selected",
+    data_root: DataRoot = None,
+) -> None:
+    """Evaluate a trained run: accuracy, per-class accuracy and confusion matrix."""
+    from .api import evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, dataset, split, data_root, which)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(f"accuracy {100 * result.accuracy:.2f}%  mean per class "
+                  f"{100 * result.mean_class_accuracy:.2f}%  ({result.count} images)")
+    table = Table("class", "accuracy %")
+    for index, value in enumerate(result.per_class_accuracy):
+        table.add_row(str(index), f"{100 * value:.1f}")
+    console.print(table)
+
+
+@app.command("list")
+def list_registered(
+    what: Annotated[str, typer.Argument(
+        help="datasets, backbones, methods, tasks, or all")] = "all",
+) -> None:
+    """List datasets, backbones, methods and benchmark tasks, one line each."""
+    from .data.datasets import DATASETS
+    from .methods import METHODS
+    from .models.backbones import BACKBONES
+    from .tasks import TASKS
+
+    sections = {
+        "datasets": {**{n: d.description for n, d in DATASETS.items()},
+                     "folder:PATH": "your images: one sub-folder per class (ImageFolder; Office,"
+                     " VisDA, DomainNet layout); optional train/ and test/",
+                     "npz:PATH": "arrays x (uint8 N x H x W [x C]) and y (int64): a file, or a "
+                     "folder with train.npz / test.npz"},
+        "backbones": {n: b.description for n, b in BACKBONES.items()},
+        "methods": {n: m.description for n, m in METHODS.items()},
+        "tasks": {n: t.description for n, t in TASKS.items()},
+    }
+    if what != "all" and what not in sections:
+        _fail(UnknownNameError(f"nothing called {what!r} to list; choose from "
+                               f"{', '.join(sections)} or all"))
+    for name, entries in sections.items():
+        if what not in ("all", name):
+            continue
+        table = Table(title=name, show_header=False, title_justify="left")
+        for key, description in entries.items():
+            table.add_row(f"[bold]{escape(key)}[/]", escape(description))
+        console.print(table)
+
+
+@app.command()
+def demo(
+    steps: Annotated[int, typer.Option(help="Training steps per method.")] = 800,
+    output: Annotated[Path | None, typer.Option(help="Run directory for the demo.")] = None,
+    seed: int = 0,
+) -> None:
+    """Source-only and oracle on MNIST-5k -> UCI digits (shipped with pip packages, no download):
+    a table of target accuracy and a run directory to open."""
+    from . import api
+    from .data.domain import prepare_data
+    from .methods import METHODS
+    from .report.figures import write_run_report
+    from .tasks import TASKS
+
+    task = TASKS["mnist5k-ucidigits"]
+    output = output or Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    results, data = [], None
+    for name, method in METHODS.items():
+        if not method.demo:
+            continue
+        config = api.load_config(None, [f"method.name={name}", *task.overrides(),
+                                        f"method.steps={steps}", f"train.seed={seed}"])
+        data = data or prepare_data(config.data)
+        console.print(f"[bold]{name}[/]: {method.description}")
+        result = api.fit(config, run_dir=output / name, data=data)
+        write_run_report(result.run_dir)
+        results.append(result)
+    console.print(_result_table(f"demo: {task.description}", results))
+    console.print(f"Open {output}/*/summary.md (figures: confusion.png, curves.png).")
+
+
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Option(
+        help="Results file name (and default task list).")] = "digits",
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task names "
+                                              "(default: the suite's).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "source_only,oracle",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+    results_dir: Annotated[Path, typer.Option(help="Where the results tables go.")] = Path(
+        "benchmarks/results"),
+    runs_dir: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/bench"),
+) -> None:
+    """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
+    from .bench import run_bench
+    from .tasks import SUITES
+
+    task_names = tasks.split(",") if tasks else SUITES.get(suite)
+    if not task_names:
+        _fail(UnknownNameError(f"no suite {suite!r}; pass --tasks or use one of "
+                               f"{', '.join(SUITES)}"))
+
+    def show(row: dict) -> None:
+        console.print(f"{row['task']:<20} {row['method']:<14} {row['accuracy_mean']:6.2f} ± "
+                      f"{row['accuracy_std']:.2f}  ({row['train_images_per_second']:.0f} img/s, "
+                      f"{row['wall_seconds']:.0f} s)")
+
+    try:
+        run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
+                  _with_root(overrides, data_root), results_dir, runs_dir, on_row=show)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged) as error:
+        _fail(error)
+    console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
+
+

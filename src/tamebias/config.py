@@ -1,0 +1,274 @@
+"""Typed run configuration: dataclasses, loaded from TOML/JSON files plus dotted overrides,
+validated field by field, and saved into every run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that does not fit the typed config."""
+
+
+@dataclass
+class OptimConfig:
+    """One optimizer: ``name`` is adam, adamw or sgd; ``schedule`` scales the learning rate with
+    stage progress p: constant, cosine, or ``inverse`` (DANN's lr / (1 + 10 p) ** 0.75)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; ``name`` picks the method from the registry."""
+
+    name: str = "source_only"
+
+
+@dataclass
+class DataConfig:
+    """Source and target datasets and the one input geometry of the task.
+
+    ``size``/``channels`` left unset keep the native geometry, which must then agree across
+    domains. ``source_subset``/``target_subset`` draw fixed random subsets of the training
+    splits (ADDA protocol: 2000 MNIST, 1800 USPS) with ``subset_seed``. The source validation
+    set (``source_val_fraction``) is drawn from source training images not used for training.
+    """
+
+    source: str = "mnist5k"
+    target: str = "ucidigits"
+    root: str | None = None
+    download: bool = False
+    size: int | None = None
+    channels: int | None = None
+    source_subset: int | None = None
+    target_subset: int | None = None
+    subset_seed: int = 0
+    source_val_fraction: float = 0.1
+    batch_size: int = 128
+    on_device: bool = True
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "lenet"
+    pretrained: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """How to train: seed, device, cadences, and the model-selection rule
+    (``last``, ``source_val`` or ``target_oracle`` — the last for analysis only)."""
+
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 100
+    eval_every: int = 500
+    checkpoint_every: int = 1000
+    selection: str = "source_val"
+    amp: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str | None = None
+    output_dir: str = "runs"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+SELECTION_RULES = ("last", "source_val", "target_oracle")
+
+
+def build(cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a plain dict, checking every key and value type."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(where + k for k in unknown)}; valid keys here: "
+            f"{', '.join(where + n for n in names)}"
+        )
+    arguments = {}
+    for name in names:
+        if name in values:
+            arguments[name] = _coerce(values[name], hints[name], where + name)
+    return cls(**arguments)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if isinstance(value, kind):
+            return value  # already built and checked (e.g. a method's own config)
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table of settings, got {value!r}")
+        return build(kind, value, where + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        arguments = typing.get_args(kind)
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            if len(value) != len(arguments):
+                raise ConfigError(f"{where} must have {len(arguments)} items, got {value!r}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, arguments, strict=True))
+        item = arguments[0] if arguments else Any
+        items = [_coerce(v, item, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    if kind is Any:
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported config type {kind!r}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value``; the value is read as JSON (numbers, true/false, null, lists) and
+    otherwise kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    values = json.loads(json.dumps(values))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = values
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return values
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        return tomllib.loads(path.read_text())
+    raise ConfigError(f"config file {path} must be .toml or .json")
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A RunConfig from a file path or dict (or defaults), with dotted overrides applied.
+    The ``method`` section is typed by the chosen method's own config dataclass."""
+    from .methods import METHODS
+    from .registry import lookup
+
+    if isinstance(source, (str, Path)):
+        values = read_config_file(source)
+    else:
+        values = dict(source or {})
+    values = apply_overrides(values, list(overrides or []))
+    if isinstance(values.get("method"), str):
+        values["method"] = {"name": values["method"]}
+    method_values = dict(values.get("method") or {})
+    method_name = method_values.get("name", "source_only")
+    method_class = lookup(METHODS, method_name, "method")
+    values["method"] = build(method_class.Config, method_values, "method.")
+    values["method"].name = method_name
+    config = build(RunConfig, values)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Checks that span fields, made before any data is read."""
+    if config.train.selection not in SELECTION_RULES:
+        raise ConfigError(
+            f"train.selection must be one of {', '.join(SELECTION_RULES)}, "
+            f"got {config.train.selection!r}"
+        )
+    if config.train.selection == "source_val" and config.data.source_val_fraction <= 0:
+        raise ConfigError(
+            "train.selection=source_val needs a source validation set: "
+            "set data.source_val_fraction > 0 or train.selection=last"
+        )
+    if not 0 <= config.data.source_val_fraction < 1:
+        raise ConfigError("data.source_val_fraction must be in [0, 1)")
+    if config.data.channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
+    for name in ("batch_size",):
+        if getattr(config.data, name) < 1:
+            raise ConfigError(f"data.{name} must be positive")
+    for name in ("log_every", "eval_every", "checkpoint_every"):
+        if getattr(config.train, name) < 1:
+            raise ConfigError(f"train.{name} must be positive")

@@ -1,0 +1,40 @@
+"""Typed batches. An unlabeled target batch has no label field, so target labels cannot
+reach an unsupervised update by construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LabeledBatch:
+    """Images as float tensors in [0, 1] (B x C x H x W), labels (B,), dataset indices (B,)."""
+
+    images: Tensor
+    labels: Tensor
+    indices: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass(frozen=True)
+class UnlabeledBatch:
+    """Images as float tensors in [0, 1] and their dataset indices; deliberately no labels."""
+
+    images: Tensor
+    indices: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass(frozen=True)
+class DomainBatch:
+    """One training step's data: labeled source, unlabeled target, optional labeled target."""
+
+    source: LabeledBatch
+    target: UnlabeledBatch | None = None
+    labeled_target: LabeledBatch | None = None

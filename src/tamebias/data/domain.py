@@ -1,0 +1,174 @@
+"""Build a task's data from its config (source/target splits, subsets, one geometry) and
+serve typed batches from step-indexed streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
+from .datasets import load_dataset
+from .imageset import DataError, ImageSet
+from .streams import IndexStream
+from .transforms import to_geometry
+
+
+@dataclass
+class DomainData:
+    """The four sets a run uses. ``target_train`` keeps its labels only for the oracle and for
+    analysis; unsupervised methods receive it through ``UnlabeledBatch`` alone."""
+
+    source_train: ImageSet
+    source_val: ImageSet | None
+    target_train: ImageSet
+    target_test: ImageSet
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source_train.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.source_train.num_classes
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        return self.source_train.shape
+
+
+def _split_indices(
+    total: int, subset: int | None, val_fraction: float, seed: int, name: str
+) -> tuple[Tensor, Tensor]:
+    """Fixed random train / validation indices; validation comes from images not trained on."""
+    used = subset if subset is not None else total
+    val_size = round(val_fraction * used)
+    if subset is None:
+        used = total - val_size
+    if subset is not None and subset > total:
+        raise DataError(f"{name}: subset of {subset} asked for but only {total} images exist")
+    if used < 1:
+        raise DataError(f"{name}: no training images left after the validation split")
+    permutation = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    validation = permutation[used : used + val_size]
+    return permutation[:used], validation
+
+
+def _native_geometry(images: ImageSet) -> str:
+    channels, height, width = images.shape
+    return f"{height}x{width}x{channels}"
+
+
+def prepare_data(config: DataConfig) -> DomainData:
+    """Load, subset and convert source and target; every check happens here, before training."""
+    load = dict(root=config.root, download=config.download)
+    hint = (config.size, config.size) if config.size else None
+    source = load_dataset(config.source, "train", size=hint, **load)
+    target = load_dataset(config.target, "train", size=hint, **load)
+    target_test = load_dataset(config.target, "test", size=hint, **load)
+
+    if source.classes != target.classes:
+        raise DataError(
+            f"class mismatch: source {config.source} has {source.num_classes} classes "
+            f"({', '.join(source.classes[:12])}{', ...' if source.num_classes > 12 else ''}) "
+            f"but target {config.target} has {target.num_classes} "
+            f"({', '.join(target.classes[:12])}{', ...' if target.num_classes > 12 else ''}); "
+            "closed-set adaptation needs the same classes in the same order"
+        )
+    native = {"source": _native_geometry(source), "target": _native_geometry(target)}
+    if config.size is None or config.channels is None:
+        if source.shape != target.shape:
+            raise DataError(
+                f"image geometry differs: source {config.source} is {native['source']}, target "
+                f"{config.target} is {native['target']} (HxWxC). Choose one input geometry for "
+                "the task, e.g. data.size=28 data.channels=1 (or 32 / 3 for SVHN and ResNets)."
+            )
+    size = config.size or source.shape[1]
+    channels = config.channels or source.shape[0]
+    source, target, target_test = (
+        to_geometry(images, size, channels) for images in (source, target, target_test)
+    )
+
+    train_index, val_index = _split_indices(
+        len(source), config.source_subset, config.source_val_fraction, config.subset_seed,
+        config.source,
+    )
+    source_val = source.subset(val_index, f"{config.source}/val") if len(val_index) else None
+    source_train = source.subset(train_index, f"{config.source}/train")
+    if config.target_subset is not None:
+        target_index, _ = _split_indices(
+            len(target), config.target_subset, 0.0, config.subset_seed + 1, config.target
+        )
+        target = target.subset(target_index, f"{config.target}/train")
+
+    protocol = {
+        "source": config.source,
+        "target": config.target,
+        "input": f"{size}x{size}x{channels}",
+        "classes": list(source.classes),
+        "native_geometry": native,
+        "source_train": len(source_train),
+        "source_val": len(source_val) if source_val is not None else 0,
+        "target_train": len(target),
+        "target_test": len(target_test),
+        "subset": (
+            f"source {config.source_subset or 'all'}, target {config.target_subset or 'all'}, "
+            f"subset_seed {config.subset_seed}"
+        ),
+        "source_format": source.meta.get("format"),
+        "target_format": target.meta.get("format"),
+        "target_test_transductive": bool(target_test.meta.get("transductive", False)),
+    }
+    return DomainData(source_train, source_val, target, target_test, protocol)
+
+
+class DomainStreams:
+    """Typed batches for step ``k``: images are indexed out of uint8 tensors kept on the
+    training device and turned into floats in [0, 1] there."""
+
+    def __init__(
+        self, data: DomainData, batch_size: int, seed: int, device: torch.device,
+        target: bool, labeled_target: bool, on_device: bool = True,
+    ) -> None:
+        self.device = device
+        storage = device if on_device else torch.device("cpu")
+        self.source_images = data.source_train.images.to(storage)
+        self.source_labels = data.source_train.labels.to(storage)
+        self.source = IndexStream(len(data.source_train), batch_size, seed * 3 + 0)
+        self.target = self.labeled_target = None
+        if target or labeled_target:
+            self.target_images = data.target_train.images.to(storage)
+        if target:
+            self.target = IndexStream(len(data.target_train), batch_size, seed * 3 + 1)
+        if labeled_target:
+            self.target_labels = data.target_train.labels.to(storage)
+            self.labeled_target = IndexStream(len(data.target_train), batch_size, seed * 3 + 2)
+
+    def _images(self, storage: Tensor, indices: Tensor) -> Tensor:
+        images = storage[indices.to(storage.device)].to(self.device, non_blocking=True)
+        return images.float().div_(255)
+
+    def batch(self, step: int) -> DomainBatch:
+        indices = self.source.indices(step)
+        source = LabeledBatch(
+            self._images(self.source_images, indices),
+            self.source_labels[indices.to(self.source_labels.device)].to(self.device),
+            indices,
+        )
+        target = labeled_target = None
+        if self.target is not None:
+            target_indices = self.target.indices(step)
+            target = UnlabeledBatch(self._images(self.target_images, target_indices),
+                                    target_indices)
+        if self.labeled_target is not None:
+            target_indices = self.labeled_target.indices(step)
+            labeled_target = LabeledBatch(
+                self._images(self.target_images, target_indices),
+                self.target_labels[target_indices.to(self.target_labels.device)].to(self.device),
+                target_indices,
+            )
+        return DomainBatch(source, target, labeled_target)

@@ -1,0 +1,68 @@
+"""Accuracy, per-class accuracy and confusion matrices, computed on device in large batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from ..data.imageset import ImageSet
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    mean_class_accuracy: float
+    per_class_accuracy: list[float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    count: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    flat = labels.to(torch.int64) * num_classes + predictions.to(torch.int64)
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, -1)
+
+
+def summarize(confusion: Tensor) -> Evaluation:
+    confusion = confusion.cpu()
+    total = int(confusion.sum())
+    per_class_count = confusion.sum(1)
+    correct = confusion.diagonal()
+    per_class = (correct.double() / per_class_count.clamp(min=1)).tolist()
+    present = per_class_count > 0
+    mean_class = float((correct.double() / per_class_count.clamp(min=1))[present].mean())
+    return Evaluation(
+        accuracy=float(correct.sum()) / max(total, 1),
+        mean_class_accuracy=mean_class if present.any() else 0.0,
+        per_class_accuracy=per_class,
+        confusion=confusion.tolist(),
+        count=total,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: Callable[[Tensor], Tensor], images: Tensor, device: torch.device,
+    batch_size: int = 1024,
+) -> Tensor:
+    """Outputs of ``model`` for uint8 images, moved to ``device`` one chunk at a time."""
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size].to(device, non_blocking=True)
+        outputs.append(model(chunk.float().div_(255)))
+    return torch.cat(outputs)
+
+
+def evaluate(
+    model: Callable[[Tensor], Tensor], dataset: ImageSet, device: torch.device,
+    batch_size: int = 1024,
+) -> Evaluation:
+    """Classification metrics of ``model`` (images in [0, 1] -> logits) on ``dataset``."""
+    predictions = predict(model, dataset.images, device, batch_size).argmax(1)
+    labels = dataset.labels.to(predictions.device)
+    return summarize(confusion_matrix(predictions, labels, dataset.num_classes))

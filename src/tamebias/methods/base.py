@@ -1,0 +1,113 @@
+"""The method contract: a method is an ``nn.Module`` that owns its networks and returns
+stages; a stage's step function makes explicit updates through ``ctx.update``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from torch import Tensor, nn
+
+from ..config import MethodConfig, OptimConfig
+from ..data.batch import DomainBatch
+from ..models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a method's steps read. ``labeled_target`` feeds the whole labeled target training
+    set (the oracle); methods without it never see a target label."""
+
+    target: bool = True
+    labeled_target: bool = False
+
+
+class StepContext(Protocol):
+    """What the trainer hands a step: where it is, and how to apply an update."""
+
+    step: int  # step within the stage, from 0
+    global_step: int
+    progress: float  # step / stage length, in [0, 1)
+
+    def update(self, optimizer: str, loss: Tensor) -> None:
+        """Zero the named optimizer's gradients, backpropagate ``loss``, clip and step."""
+
+    def autocast(self) -> AbstractContextManager: ...
+
+
+StepFunction = Callable[[DomainBatch, StepContext], dict[str, Tensor]]
+
+
+@dataclass
+class Stage:
+    """A phase of training: ``steps`` calls of ``step``, driving the named optimizers over
+    the given modules. ``optim`` is one config for all, or one per optimizer name.
+    ``on_start`` runs once when the stage begins (not again on resume). Stages with
+    ``evaluate=False`` (e.g. training an image translator) are not model-selection candidates."""
+
+    name: str
+    step: StepFunction
+    optimizers: dict[str, Sequence[nn.Module]]
+    optim: OptimConfig | dict[str, OptimConfig]
+    steps: int
+    on_start: Callable[[], None] | None = None
+    evaluate: bool = True
+
+    def optim_config(self, optimizer: str) -> OptimConfig:
+        if isinstance(self.optim, dict):
+            return self.optim[optimizer]
+        return self.optim
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``Config`` (a ``MethodConfig`` dataclass with the paper's
+    defaults), ``description`` (one line), ``needs``, and implement ``stages``.
+    Modules listed in ``frozen_modules`` take no gradients and stay in eval mode even when
+    the method is put in train mode (their BatchNorm statistics must not move)."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    description: ClassVar[str] = ""
+    needs: ClassVar[DataNeeds] = DataNeeds()
+    analysis_only: ClassVar[bool] = False  # trained with target labels: never a headline
+    frozen_modules: ClassVar[tuple[str, ...]] = ()
+    selection: ClassVar[str | None] = None  # forces a model-selection rule when set
+    demo: ClassVar[bool] = False  # part of `tamebias demo`
+
+    def __init__(self, config: MethodConfig, classifier: Classifier) -> None:
+        super().__init__()
+        self.config = config
+        self.classifier = classifier
+        self.num_classes = classifier.num_classes
+
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Class logits of the model being adapted (used for evaluation)."""
+        return self.classifier(images)
+
+    def features(self, images: Tensor) -> Tensor:
+        """The features the head sees (used for diagnosis and t-SNE)."""
+        return self.classifier.features(images)
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        for name in self.frozen_modules:
+            getattr(self, name).eval()
+        return self
+
+    def freeze(self) -> None:
+        for name in self.frozen_modules:
+            getattr(self, name).requires_grad_(False)
+
+
+def trainable_parameters(modules: Sequence[nn.Module]) -> Iterator[nn.Parameter]:
+    """Unique parameters of ``modules`` that take gradients (frozen ones are left out)."""
+    seen: set[int] = set()
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad and id(parameter) not in seen:
+                seen.add(id(parameter))
+                yield parameter

@@ -1,0 +1,52 @@
+"""A classifier is a backbone (``features``) followed by a linear ``head``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+
+
+class Classifier(nn.Module):
+    """``head(features(x))``. Inputs are float images in [0, 1]; the classifier normalizes them
+    itself (``(x - mean) / std`` per channel), so every method feeds the same kind of tensor."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        mean: tuple[float, ...] = (0.5,),
+        std: tuple[float, ...] = (0.5,),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim: int = backbone.feature_dim
+        self.num_classes = num_classes
+        self.classifier_head = nn.Linear(self.feature_dim, num_classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone((images - self.mean) / self.std)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier_head(features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_classifier(
+    backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None
+) -> Classifier:
+    """The backbone by name plus a head; ImageNet-pretrained backbones get ImageNet
+    normalization, everything else maps [0, 1] to [-1, 1]."""
+    network = build_backbone(backbone, channels, size, pretrained)
+    if pretrained and channels == 3:
+        return Classifier(network, num_classes, IMAGENET_MEAN, IMAGENET_STD)
+    return Classifier(network, num_classes)

@@ -1,0 +1,102 @@
+"""Figures and a readable summary for a finished run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..training.log import read_json_lines  # noqa: E402
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    matrix = np.asarray(confusion, dtype=float)
+    normalized = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(classes) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 12 else 0)
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if len(classes) <= 20:
+        for row in range(len(classes)):
+            for column in range(len(classes)):
+                axes.text(column, row, int(matrix[row, column]), ha="center", va="center",
+                          fontsize=7, color="white" if normalized[row, column] > 0.5 else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_curves(records: list[dict], path: Path) -> None:
+    steps = [r for r in records if "event" not in r]
+    evals = [r for r in records if r.get("event") == "eval"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    keys = sorted({k for r in steps for k in r} - {"stage", "step", "global_step"})
+    for key in keys:
+        points = [(r["global_step"], r[key]) for r in steps if key in r]
+        left.plot(*zip(*points, strict=True), label=key)
+    left.set_xlabel("step")
+    left.set_title("training metrics")
+    if keys:
+        left.legend(fontsize=8)
+    if evals:
+        x = [r["global_step"] for r in evals]
+        right.plot(x, [100 * r["target_accuracy"] for r in evals], "o-", label="target test")
+        if evals[0].get("source_val_accuracy") is not None:
+            right.plot(x, [100 * (r["source_val_accuracy"] or 0) for r in evals], "s-",
+                       label="source val")
+        right.legend(fontsize=8)
+    right.set_xlabel("step")
+    right.set_ylabel("accuracy %")
+    right.set_title("evaluations")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """``summary.md`` plus ``confusion.png`` and ``curves.png`` for a finished run."""
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    classes = result["protocol"]["classes"]
+    target = result["target"]
+    plot_confusion(target["confusion"], classes, run_dir / "confusion.png",
+                   f"{result['method']} on {result['task']} (target test)")
+    plot_curves(read_json_lines(run_dir / "metrics.jsonl"), run_dir / "curves.png")
+    selected = result["selected"] or {}
+    per_class = " | ".join(f"{100 * a:.1f}" for a in target["per_class_accuracy"])
+    lines = [
+        f"# {result['method']} — {result['task']}",
+        "",
+        f"- target test accuracy: **{100 * target['accuracy']:.2f}%** "
+        f"(mean per class {100 * target['mean_class_accuracy']:.2f}%), "
+        f"model picked by `{result['selection']}` at {selected.get('stage')} step "
+        f"{selected.get('step')}" + (" — *analysis only (uses target labels)*"
+                                     if result["analysis_only"] else ""),
+        "- source validation accuracy: "
+        + (f"{100 * result['source_val']['accuracy']:.2f}%" if result["source_val"] else "n/a"),
+        f"- protocol: {json.dumps(result['protocol'])}",
+        f"- {result['steps']} steps, {result['train_images_per_second']:.0f} train images/s, "
+        f"wall {result['wall_seconds']:.1f} s on {result['machine']}",
+        "",
+        "| class | " + " | ".join(classes) + " |",
+        "|---" * (len(classes) + 1) + "|",
+        "| accuracy % | " + per_class + " |",
+        "",
+        "![confusion](confusion.png)",
+        "",
+        "![curves](curves.png)",
+        "",
+        "Files: `config.json` (the full config; `tamebias fit --resume` this folder to continue), "
+        "`metrics.jsonl`, `checkpoint.pt` (last), `best.pt` (selected), `result.json`.",
+    ]
+    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return run_dir / "summary.md"

@@ -1,0 +1,69 @@
+"""Run logging: metrics as JSON lines, and a rich progress bar with ETA and live metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class JsonLines:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def read_json_lines(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    parts = []
+    for key, value in metrics.items():
+        parts.append(f"{key} {value:.3g}" if math.isfinite(value) else f"{key} {value}")
+    return "  ".join(parts)
+
+
+class ProgressBar:
+    """One bar per run; the description names the stage, the trailing text shows metrics."""
+
+    def __init__(self, total: int, title: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=Console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task(title, total=total, metrics="")
+        self.progress.start()
+
+    def advance_to(self, completed: int, description: str, metrics: dict[str, float]) -> None:
+        if self.enabled:
+            self.progress.update(
+                self.task, completed=completed, description=description,
+                metrics=format_metrics(metrics),
+            )
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()

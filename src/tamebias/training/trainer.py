@@ -1,0 +1,236 @@
+"""The one training loop: stages, steps, evaluation cadence, logging, checkpoints, resume.
+Nothing method-specific lives here; a method says what to update, the loop says how."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import OptimConfig
+from ..data.domain import DomainData, DomainStreams
+from ..evaluation.metrics import Evaluation, evaluate
+from ..methods.base import Method, Stage, trainable_parameters
+from . import checkpoint
+from .log import JsonLines, ProgressBar
+from .optim import build_optimizer, set_learning_rate
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Context:
+    """The ``StepContext`` the loop hands each step."""
+
+    def __init__(
+        self, optimizers: dict[str, torch.optim.Optimizer], configs: dict[str, OptimConfig],
+        parameters: dict[str, list[nn.Parameter]], device: torch.device, amp: bool,
+    ) -> None:
+        self.optimizers = optimizers
+        self.configs = configs
+        self.parameters = parameters
+        self.device = device
+        self.amp = amp and device.type == "cuda"
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.step = self.global_step = 0
+        self.progress = 0.0
+
+    def update(self, optimizer: str, loss: Tensor) -> None:
+        if optimizer not in self.optimizers:
+            raise KeyError(f"no optimizer {optimizer!r} in this stage: {sorted(self.optimizers)}")
+        self.finite &= torch.isfinite(loss.detach())  # checked at log time: no sync per step
+        chosen = self.optimizers[optimizer]
+        chosen.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.configs[optimizer].clip_grad_norm
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.parameters[optimizer], clip)
+        chosen.step()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class LoopReport:
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluation
+    train_seconds: float = 0.0
+    train_images: int = 0
+    steps: int = 0
+    selected: dict[str, Any] | None = None
+
+
+SCORES = {
+    "last": lambda record: float(record["global_step"]),
+    "source_val": lambda record: record["source_val_accuracy"],
+    "target_oracle": lambda record: record["target_accuracy"],
+}
+
+
+class Trainer:
+    def __init__(
+        self, method: Method, data: DomainData, streams: DomainStreams, run_dir: Path,
+        device: torch.device, selection: str, log_every: int, eval_every: int,
+        checkpoint_every: int, amp: bool = False, progress: bool = True,
+    ) -> None:
+        self.method, self.data, self.streams = method, data, streams
+        self.run_dir, self.device, self.selection = run_dir, device, selection
+        self.log_every, self.eval_every = log_every, eval_every
+        self.checkpoint_every, self.amp, self.show_progress = checkpoint_every, amp, progress
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        self.best_path = run_dir / "best.pt"
+        self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
+        self.method.eval()
+        with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if self.amp and
+                               self.device.type == "cuda" else contextlib.nullcontext()):
+            target = evaluate(self.method.predict, self.data.target_test, self.device)
+            source = (
+                evaluate(self.method.predict, self.data.source_val, self.device)
+                if self.data.source_val is not None else None
+            )
+        self.method.train()
+        return target, source
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self, stage: int, stage_step: int, optimizers: dict, report: LoopReport,
+             best_score: float | None, finite: Tensor) -> None:
+        if not bool(finite):
+            return  # never overwrite a good checkpoint with a diverged model
+        checkpoint.save_atomic({
+            "method": self.method.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "stage": stage, "stage_step": stage_step,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "history": report.history, "selected": report.selected, "best_score": best_score,
+            "train_seconds": report.train_seconds, "train_images": report.train_images,
+            "steps": report.steps,
+        }, self.checkpoint_path)
+
+    def _diverged(self, stage: Stage, step: int) -> TrainingDiverged:
+        kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"
+                if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        return TrainingDiverged(
+            f"a loss became NaN or infinite in stage {stage.name!r} by step {step}; "
+            f"training stopped and {kept}. Lower the learning rate, enable clipping "
+            "(method.optim.clip_grad_norm), or check the inputs."
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> LoopReport:
+        stages = self.method.stages()
+        report, best_score = LoopReport(), None
+        start_stage, start_step, saved_optimizers = 0, 0, {}
+        if self.checkpoint_path.exists():
+            state = checkpoint.load(self.checkpoint_path, self.device)
+            self.method.load_state_dict(state["method"])
+            torch.set_rng_state(state["rng"].cpu())
+            if state.get("cuda_rng") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+            start_stage, start_step = state["stage"], state["stage_step"]
+            saved_optimizers, best_score = state["optimizers"], state["best_score"]
+            report = LoopReport(state["history"], state["train_seconds"],
+                                state["train_images"], state["steps"], state["selected"])
+        total = sum(stage.steps for stage in stages)
+        offsets = [sum(stage.steps for stage in stages[:i]) for i in range(len(stages))]
+        bar = ProgressBar(total, stages[min(start_stage, len(stages) - 1)].name,
+                          self.show_progress)
+        bar.advance_to(offsets[min(start_stage, len(stages) - 1)] + start_step,
+                       stages[min(start_stage, len(stages) - 1)].name, {})
+        try:
+            for index, stage in enumerate(stages):
+                if index < start_stage:
+                    continue
+                resume_step = start_step if index == start_stage else 0
+                best_score = self._run_stage(
+                    index, stage, offsets[index], resume_step,
+                    saved_optimizers if resume_step else {}, report, best_score, bar,
+                )
+        finally:
+            bar.close()
+        return report
+
+    def _run_stage(self, index: int, stage: Stage, offset: int, first_step: int,
+                   saved_optimizers: dict, report: LoopReport, best_score: float | None,
+                   bar: ProgressBar) -> float | None:
+        if first_step == 0 and stage.on_start is not None:
+            stage.on_start()
+        parameters = {name: list(trainable_parameters(modules))
+                      for name, modules in stage.optimizers.items()}
+        configs = {name: stage.optim_config(name) for name in stage.optimizers}
+        optimizers = {name: build_optimizer(parameters[name], configs[name])
+                      for name in stage.optimizers}
+        for name, state in saved_optimizers.items():
+            optimizers[name].load_state_dict(state)
+        if first_step == 0 and stage.evaluate:
+            best_score = None  # candidates come from the last evaluated stage only
+        ctx = Context(optimizers, configs, parameters, self.device, self.amp)
+        score = SCORES[self.selection]
+        sums: dict[str, Tensor] = {}
+        window_start = first_step
+        self.method.train()
+        started = time.perf_counter()
+        for step in range(first_step, stage.steps):
+            ctx.step, ctx.global_step = step, offset + step
+            ctx.progress = step / stage.steps
+            for name, optimizer in optimizers.items():
+                set_learning_rate(optimizer, configs[name].schedule, ctx.progress)
+            batch = self.streams.batch(offset + step)
+            metrics = stage.step(batch, ctx)
+            for key, value in metrics.items():
+                value = value.detach().float()
+                sums[key] = sums[key] + value if key in sums else value
+            report.train_images += len(batch.source) + sum(
+                len(part) for part in (batch.target, batch.labeled_target) if part is not None)
+            report.steps += 1
+            done = step + 1
+            last = done == stage.steps
+            if done % self.log_every == 0 or last:
+                if not bool(ctx.finite):
+                    raise self._diverged(stage, done)
+                averages = {k: float(v) / (done - window_start) for k, v in sums.items()}
+                if not all(math.isfinite(v) for v in averages.values()):
+                    raise self._diverged(stage, done)
+                self.metrics_log.write({"stage": stage.name, "step": done,
+                                        "global_step": offset + done, **averages})
+                bar.advance_to(offset + done, stage.name, averages)
+                sums, window_start = {}, done
+            evaluating = stage.evaluate and (done % self.eval_every == 0 or last)
+            pausing = evaluating or last or done % self.checkpoint_every == 0
+            if pausing:  # evaluation and checkpoints are not training time
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                report.train_seconds += time.perf_counter() - started
+            if evaluating and (done % self.eval_every == 0 or last):
+                target, source = self.evaluate()
+                record = {"stage": stage.name, "step": done, "global_step": offset + done,
+                          "target_accuracy": target.accuracy,
+                          "target_mean_class_accuracy": target.mean_class_accuracy,
+                          "source_val_accuracy": source.accuracy if source else None}
+                report.history.append(record)
+                self.metrics_log.write({"event": "eval", **record})
+                value = score(record)
+                if best_score is None or value >= best_score:
+                    best_score, report.selected = value, record
+                    if self.selection != "last":
+                        checkpoint.save_atomic({"method": self.method.state_dict()},
+                                               self.best_path)
+            if last:
+                self.save(index + 1, 0, {}, report, best_score, ctx.finite)
+            elif done % self.checkpoint_every == 0:
+                self.save(index, done, optimizers, report, best_score, ctx.finite)
+            if pausing:
+                started = time.perf_counter()
+        return best_score
