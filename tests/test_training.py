@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tamebias
-from tamebias.methods.source_only import SourceOnly
+from tamebias.methods import common
 from tamebias.training import checkpoint
 from tamebias.training.trainer import TrainingDiverged
 
@@ -34,20 +34,20 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_overrides, tmp_
     overrides = [*tiny_overrides, "method.steps=8", "train.checkpoint_every=3"]
     full = tamebias.fit(None, overrides, run_dir=tmp_path / "full")
 
-    original = SourceOnly.source_step
+    original = common.classification_step
     calls = {"count": 0}
 
-    def crash_after_five(self, batch, ctx):
+    def crash_after_five(*args):
         calls["count"] += 1
         if calls["count"] == 6:
             raise KeyboardInterrupt  # the process dies mid-run
-        return original(self, batch, ctx)
+        return original(*args)
 
-    monkeypatch.setattr(SourceOnly, "source_step", crash_after_five)
+    monkeypatch.setattr(common, "classification_step", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         tamebias.fit(None, overrides, run_dir=tmp_path / "killed")
     assert checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["stage_step"] == 3
-    monkeypatch.setattr(SourceOnly, "source_step", original)
+    monkeypatch.setattr(common, "classification_step", original)
     resumed = tamebias.fit(None, None, run_dir=tmp_path / "killed")
 
     assert resumed.target == full.target
@@ -59,16 +59,16 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_overrides, tmp_
 
 def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tiny_overrides, tmp_path,
                                                                     monkeypatch):
-    original = SourceOnly.source_step
+    original = common.classification_step
     calls = {"count": 0}
 
-    def poison(self, batch, ctx):
+    def poison(classifier, batch, ctx, optimizer):
         calls["count"] += 1
         if calls["count"] >= 5:  # steps 5.. produce NaN images
-            batch.source.images.fill_(float("nan"))
-        return original(self, batch, ctx)
+            batch.images.fill_(float("nan"))
+        return original(classifier, batch, ctx, optimizer)
 
-    monkeypatch.setattr(SourceOnly, "source_step", poison)
+    monkeypatch.setattr(common, "classification_step", poison)
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         tamebias.fit(None, tiny_overrides, run_dir=tmp_path / "run")
     kept = checkpoint.load(tmp_path / "run" / "checkpoint.pt")

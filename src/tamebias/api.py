@@ -105,7 +105,8 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     channels, size, _ = data.geometry
     torch.manual_seed(config.train.seed)
     classifier = build_classifier(
-        config.model.backbone, data.num_classes, channels, size, config.model.pretrained
+        config.model.backbone, data.num_classes, channels, size, config.model.pretrained,
+        config.model.channels_last,
     )
     method = build_method(config.method, classifier).to(device)
     return data, method, device
@@ -208,7 +209,7 @@ def evaluate_run(
         )
     torch.manual_seed(config.train.seed)
     classifier = build_classifier(config.model.backbone, dataset.num_classes, channels, size,
-                                  None)
+                                  None, config.model.channels_last)
     method = build_method(config.method, classifier).to(device)
     path = run_dir / ("best.pt" if which == "selected" and (run_dir / "best.pt").exists()
                       else "checkpoint.pt")

@@ -81,7 +81,8 @@ def fit(
             result = api.fit(None, overrides, run_dir=resume)
         else:
             result = api.fit(config, _with_root(overrides, data_root), run_dir=run_dir)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError) as error:
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:  # e.g. a missing model.pretrained weights file
         _fail(error)
     write_run_report(result.run_dir)
     console.print(_result_table("result", [result]))
@@ -208,7 +209,8 @@ def bench(
     try:
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
                   _with_root(overrides, data_root), results_dir, runs_dir, on_row=show)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged) as error:
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
         _fail(error)
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 

@@ -65,6 +65,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "lenet"
     pretrained: str | None = None
+    channels_last: bool = True  # NHWC memory format for convolutions (faster on CPU and GPU)
 
 
 @dataclass
@@ -114,10 +115,17 @@ def build(cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
             f"{', '.join(where + k for k in unknown)}; valid keys here: "
             f"{', '.join(where + n for n in names)}"
         )
+    defaults = cls()
     arguments = {}
     for name in names:
-        if name in values:
-            arguments[name] = _coerce(values[name], hints[name], where + name)
+        if name not in values:
+            continue
+        value, default = values[name], getattr(defaults, name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial table updates this field's own default (e.g. DANN's SGD optimizer),
+            # not the bare defaults of the field's type
+            value = {**dataclasses.asdict(default), **value}
+        arguments[name] = _coerce(value, hints[name], where + name)
     return cls(**arguments)
 
 
@@ -198,8 +206,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     values = json.loads(json.dumps(values))  # deep copy of plain data
+    if isinstance(values.get("method"), str):  # method = "NAME" is short for method.name
+        values["method"] = {"name": values["method"]}
     for text in overrides:
         path, value = parse_override(text)
+        if path == ["method"] and isinstance(value, str):
+            path = ["method", "name"]  # keeps earlier and later method.* overrides
         node = values
         for part in path[:-1]:
             child = node.setdefault(part, {})

@@ -5,13 +5,17 @@ from __future__ import annotations
 from ..config import MethodConfig
 from ..models.classifier import Classifier
 from ..registry import lookup
+from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
+from .dann import DANN
 from .oracle import Oracle
 from .source_only import SourceOnly
 
 METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
     "oracle": Oracle,
+    "dann": DANN,
+    "adda": ADDA,
 }
 
 

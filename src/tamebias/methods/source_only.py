@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
-from torch import Tensor
-
 from ..config import MethodConfig, OptimConfig
-from ..data.batch import DomainBatch
-from .base import DataNeeds, Method, Stage, StepContext
+from .base import DataNeeds, Method, Stage
+from .common import source_stage
 
 
 @dataclass
@@ -29,15 +26,4 @@ class SourceOnly(Method):
     demo = True
 
     def stages(self) -> list[Stage]:
-        return [
-            Stage("source", self.source_step, {"classifier": [self.classifier]},
-                  self.config.optim, self.config.steps)
-        ]
-
-    def source_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        with ctx.autocast():
-            logits = self.classifier(batch.source.images)
-            loss = F.cross_entropy(logits, batch.source.labels)
-        ctx.update("classifier", loss)
-        accuracy = (logits.detach().argmax(1) == batch.source.labels).float().mean()
-        return {"loss": loss.detach(), "source_accuracy": accuracy}
+        return [source_stage(self.classifier, self.config.steps, self.config.optim)]

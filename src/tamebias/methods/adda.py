@@ -1,0 +1,111 @@
+"""ADDA: adversarial discriminative domain adaptation, in two stages."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import MethodConfig, OptimConfig
+from ..data.batch import DomainBatch
+from ..models.classifier import Classifier
+from ..models.critics import DomainCritic
+from .base import Method, Stage, StepContext
+from .common import binary_accuracy, domain_labels, source_stage
+
+
+@dataclass
+class ADDAConfig(MethodConfig):
+    """Defaults are the paper's digits settings: LeNet, 500-500 critic, Adam (2e-4, beta1 0.5)
+    for adaptation, batch 128, 10,000 iterations per stage."""
+
+    name: str = "adda"
+    source_steps: int = 10000
+    steps: int = 10000  # adaptation steps
+    source_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        "adam", lr=2e-4, betas=(0.5, 0.999)))
+    critic_hidden: tuple[int, ...] = (500, 500)
+    source_run: str | None = None  # reuse a trained source model: a run dir or checkpoint file
+
+
+class ADDA(Method):
+    """Adversarial discriminative domain adaptation (Tzeng et al., CVPR 2017,
+    arXiv:1702.05464).
+
+    Stage ``source`` trains encoder + head on labeled source (skipped when ``source_run``
+    names a trained source model). Stage ``adapt`` snapshots the encoder into a frozen source
+    encoder, then alternates a critic update (source features = 1, target features = 0) and a
+    target-encoder update with inverted labels (target features = 1), the GAN loss of the
+    paper. The target encoder starts from the source weights; the head is never retrained, so
+    the adapted model is target encoder + source head."""
+
+    Config = ADDAConfig
+    description = "ADDA: frozen source encoder, target encoder trained against a critic (2017)"
+    frozen_modules = ("source_encoder",)
+
+    def __init__(self, config: ADDAConfig, classifier: Classifier) -> None:
+        super().__init__(config, classifier)
+        self.source_encoder = copy.deepcopy(classifier)  # filled when adaptation starts
+        self.critic = DomainCritic(classifier.feature_dim, config.critic_hidden)
+
+    def stages(self) -> list[Stage]:
+        stages = []
+        if self.config.source_run is None:
+            stages.append(source_stage(self.classifier, self.config.source_steps,
+                                       self.config.source_optim))
+        adapt = Stage(
+            "adapt", self.adapt_step,
+            {"critic": [self.critic], "target_encoder": [self.classifier.backbone]},
+            self.config.optim, self.config.steps, on_start=self.start_adaptation,
+        )
+        return [*stages, adapt]
+
+    def start_adaptation(self) -> None:
+        if self.config.source_run is not None:
+            self.classifier.load_state_dict(load_source_classifier(self.config.source_run))
+        self.source_encoder.load_state_dict(self.classifier.state_dict())
+
+    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        source, target = batch.source, batch.target
+        assert target is not None
+        with ctx.autocast():
+            with torch.no_grad():
+                source_features = self.source_encoder.features(source.images)
+            target_features = self.classifier.features(target.images)
+            labels = domain_labels(len(source), len(target), target_features.device)
+            critic_logits = self.critic(torch.cat([source_features, target_features.detach()]))
+            critic_loss = F.binary_cross_entropy_with_logits(critic_logits.float(), labels)
+        ctx.update("critic", critic_loss)
+        with ctx.autocast():
+            fooled = self.critic(target_features)  # inverted labels: target should look source
+            encoder_loss = F.binary_cross_entropy_with_logits(
+                fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
+        ctx.update("target_encoder", encoder_loss)
+        return {
+            "critic_loss": critic_loss.detach(),
+            "encoder_loss": encoder_loss.detach(),
+            "critic_accuracy": binary_accuracy(critic_logits, labels),
+        }
+
+
+def load_source_classifier(source: str) -> dict[str, Tensor]:
+    """The classifier weights of another run (its ``best.pt`` if it has one, else its
+    ``checkpoint.pt``) or of a checkpoint file."""
+    from ..training import checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"method.source_run: no checkpoint at {path}")
+    state = checkpoint.load(path)["method"]
+    prefix = "classifier."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path} holds no classifier weights")
+    return weights

@@ -1,0 +1,76 @@
+"""DANN: domain-adversarial training through a gradient-reversal layer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import MethodConfig, OptimConfig
+from ..data.batch import DomainBatch
+from ..models.classifier import Classifier
+from ..models.critics import DomainCritic
+from ..models.layers import reverse_gradient
+from .base import Method, Stage, StepContext
+from .common import binary_accuracy, domain_labels
+
+
+@dataclass
+class DANNConfig(MethodConfig):
+    name: str = "dann"
+    steps: int = 3000
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse"))
+    domain_weight: float = 1.0  # the reversal coefficient's final value
+    ramp: bool = True  # coefficient = weight * (2 / (1 + exp(-10 p)) - 1)
+    critic_hidden: tuple[int, ...] = (500, 500)
+    critic_dropout: float = 0.0
+
+
+class DANN(Method):
+    """Domain-adversarial neural network (Ganin & Lempitsky, arXiv:1409.7495 / 1505.07818).
+
+    Aligns source and target *features*: a domain critic learns to tell them apart, and its
+    loss reaches the encoder through a gradient-reversal layer, so one optimizer over encoder,
+    head and critic minimizes the class loss while the encoder maximizes the critic's loss.
+    The reversal coefficient ramps from 0 to ``domain_weight`` over training. One stage."""
+
+    Config = DANNConfig
+    description = "DANN: feature alignment through gradient reversal (Ganin & Lempitsky 2015)"
+
+    def __init__(self, config: DANNConfig, classifier: Classifier) -> None:
+        super().__init__(config, classifier)
+        self.critic = DomainCritic(classifier.feature_dim, config.critic_hidden,
+                                   config.critic_dropout)
+
+    def coefficient(self, progress: float) -> float:
+        ramp = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0 if self.config.ramp else 1.0
+        return self.config.domain_weight * ramp
+
+    def stages(self) -> list[Stage]:
+        return [Stage("adapt", self.adapt_step, {"model": [self.classifier, self.critic]},
+                      self.config.optim, self.config.steps)]
+
+    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        source, target = batch.source, batch.target
+        assert target is not None
+        coefficient = self.coefficient(ctx.progress)
+        with ctx.autocast():
+            # one encoder pass over both domains (LeNet has no BatchNorm to mix statistics)
+            features = self.classifier.features(torch.cat([source.images, target.images]))
+            source_features = features[: len(source)]
+            class_logits = self.classifier.head(source_features)
+            class_loss = F.cross_entropy(class_logits, source.labels)
+            labels = domain_labels(len(source), len(target), features.device)
+            domain_logits = self.critic(reverse_gradient(features, coefficient))
+            domain_loss = F.binary_cross_entropy_with_logits(domain_logits.float(), labels)
+        ctx.update("model", class_loss + domain_loss)
+        return {
+            "class_loss": class_loss.detach(),
+            "domain_loss": domain_loss.detach(),
+            "domain_accuracy": binary_accuracy(domain_logits, labels),
+            "source_accuracy": (class_logits.detach().argmax(1) == source.labels).float().mean(),
+        }

@@ -1,0 +1,311 @@
+"""The command line, driven in-process with typer's CliRunner: help, list, fit, resume, eval,
+clean error exits, bench tables, and a demo smoke test."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+import tamebias.bench
+import tamebias.tasks
+from tamebias import cli
+from tamebias.cli import app
+from tamebias.data.datasets import DATASETS
+from tamebias.methods import METHODS
+from tamebias.models.backbones import BACKBONES
+from tamebias.tasks import TASKS, Task
+
+runner = CliRunner()
+COMMANDS = {"fit", "eval", "list", "demo", "bench"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wide_plain_consoles():
+    """Rich wraps and truncates table cells at 80 columns: give the CLI wide, uncolored
+    consoles so values and paths can be read back from its output."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "console", Console(width=400, color_system=None))
+        patch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
+        yield
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def settings(overrides: list[str]) -> list[str]:
+    return [part for override in overrides for part in ("--set", override)]
+
+
+def fit_overrides(domains: dict[str, str], output_dir: Path) -> list[str]:
+    return [
+        f"data.source={domains['source']}", f"data.target={domains['target']}",
+        "data.size=16", "data.channels=1", "data.batch_size=16", "data.source_val_fraction=0.2",
+        "method.steps=6", "train.log_every=2", "train.eval_every=3", "train.checkpoint_every=2",
+        "train.progress=false", "train.threads=1", f"output_dir={output_dir}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished_run(domains, tmp_path_factory):
+    """One run trained through ``tamebias fit``; returns (run directory, its CLI output)."""
+    root = tmp_path_factory.mktemp("cli-fit")
+    run = root / "run"
+    result = invoke("fit", *settings(fit_overrides(domains, root / "runs")), "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def test_help_for_every_command():
+    group = typer.main.get_command(app)
+    assert COMMANDS <= set(group.commands)
+    result = invoke("--help")
+    assert result.exit_code == 0 and all(name in result.output for name in group.commands)
+    for name in group.commands:
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage" in result.output and name in result.output
+
+
+def test_list_prints_every_registered_name():
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    names = [*DATASETS, "folder:PATH", "npz:PATH", *METHODS, *BACKBONES, *TASKS]
+    for name in names:
+        assert re.search(rf"(^|\s){re.escape(name)}\s", result.output), name
+    for section in ("datasets", "backbones", "methods", "tasks"):
+        assert section in result.output
+
+
+def test_list_one_section_and_unknown_sections():
+    result = invoke("list", "methods")
+    assert result.exit_code == 0
+    assert all(name in result.output for name in METHODS)
+    assert "mnist5k-ucidigits" not in result.output and "resnet18" not in result.output
+    result = invoke("list", "colours")
+    assert result.exit_code == 2
+    assert "nothing called 'colours'" in result.stderr and "Traceback" not in result.output
+
+
+def test_fit_writes_the_run_and_its_report(finished_run):
+    run, output = finished_run
+    for name in ("summary.md", "confusion.png", "curves.png", "result.json", "config.json",
+                 "checkpoint.pt", "best.pt", "metrics.jsonl", "protocol.json"):
+        assert (run / name).is_file(), name
+    for figure in ("confusion.png", "curves.png"):
+        assert (run / figure).read_bytes().startswith(b"\x89PNG")
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["steps"] == 6 and saved["run_dir"] == str(run)
+    accuracy = f"{100 * saved['target']['accuracy']:.2f}"
+    assert accuracy in output and str(run) in output and "source_only" in output
+    summary = (run / "summary.md").read_text()
+    assert f"**{accuracy}%**" in summary and "source_val" in summary
+
+
+def test_fit_resume_of_a_finished_run_reports_the_same_accuracy(finished_run):
+    run, _ = finished_run
+    before = json.loads((run / "result.json").read_text())
+    checkpoint = (run / "checkpoint.pt").read_bytes()
+    result = invoke("fit", "--resume", run)
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "result.json").read_text())
+    assert after["target"] == before["target"] and after["history"] == before["history"]
+    assert after["steps"] == before["steps"] == 6
+    assert f"{100 * after['target']['accuracy']:.2f}" in result.output
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint  # nothing was trained again
+
+
+def test_fit_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = invoke("fit", "--resume", tmp_path)
+    assert result.exit_code == 2
+    assert "not a run directory" in result.stderr and "Traceback" not in result.output
+
+
+def test_eval_prints_the_accuracy_of_the_run(finished_run):
+    run, _ = finished_run
+    saved = json.loads((run / "result.json").read_text())
+    result = invoke("eval", run)
+    assert result.exit_code == 0, result.output
+    match = re.search(r"accuracy (\d+\.\d\d)%\s+mean per class (\d+\.\d\d)%\s+\((\d+) images\)",
+                      result.output)
+    assert match, result.output
+    assert match[1] == f"{100 * saved['target']['accuracy']:.2f}"
+    assert match[2] == f"{100 * saved['target']['mean_class_accuracy']:.2f}"
+    assert int(match[3]) == saved["protocol"]["target_test"] == 48
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: evaluate_run (api.py) rebuilds the classifier with pretrained=None, so a run trained "
+    "from pretrained ResNet weights gets the CIFAR stem below 64 px (state_dict size mismatch) "
+    "and the [-1, 1] instead of the ImageNet normalization for RGB"))
+def test_eval_of_a_run_from_pretrained_weights(domains, tmp_path, one_thread):
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    run = tmp_path / "run"
+    overrides = [*fit_overrides(domains, tmp_path / "runs"), "data.channels=3",
+                 "model.backbone=resnet18", f"model.pretrained={weights}", "method.steps=2",
+                 "train.eval_every=2"]
+    accuracy = tamebias.fit(None, overrides, run_dir=run).accuracy
+    result = invoke("eval", run)
+    assert result.exit_code == 0, result.output
+    assert f"accuracy {100 * accuracy:.2f}%" in result.output
+
+
+def test_eval_of_a_missing_run_exits_cleanly(tmp_path):
+    result = invoke("eval", tmp_path / "no-run")
+    assert result.exit_code == 2
+    assert "config.json" in result.stderr and "Traceback" not in result.output
+
+
+def test_fit_with_a_missing_dataset_exits_2_with_the_message(domains, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    overrides = [*fit_overrides(domains, tmp_path / "runs"), "data.source=mnist"]
+    result = invoke("fit", *settings(overrides), "--data-root", empty,
+                    "--run-dir", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error:")
+    assert "train-images-idx3-ubyte" in result.stderr and str(empty) in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.batch_size=abc"], "data.batch_size must be an integer"),
+    (["method.name=nope"], "unknown method 'nope'"),
+    (["model.backbone=vgg"], "unknown backbone 'vgg'"),
+    (["model.pretrained=/no/such/weights.pth"], "backbone 'lenet' has no pretrained weights"),
+    (["model.backbone=resnet18", "model.pretrained=/no/such/weights.pth"],
+     "/no/such/weights.pth does not exist"),
+])
+def test_fit_config_and_model_errors_exit_2_without_a_traceback(domains, tmp_path, overrides,
+                                                               message):
+    result = invoke("fit", *settings([*fit_overrides(domains, tmp_path / "runs"), *overrides]))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def tiny_task(domains, monkeypatch):
+    """A registered task ``tiny`` on the tiny npz domains (16 px gray, 4 steps)."""
+    task = Task("tiny npz pair", {"source": domains["source"], "target": domains["target"],
+                                  "size": 16, "channels": 1}, steps=4)
+    monkeypatch.setattr(tamebias.tasks, "TASKS", {"tiny": task})
+    monkeypatch.setattr(tamebias.bench, "TASKS", {"tiny": task})  # imported by name there
+    return task
+
+
+def test_bench_writes_tables_from_run_records_and_reuses_finished_runs(tiny_task, tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    command = ["bench", "--suite", "tiny", "--tasks", "tiny", "--methods", "source_only,oracle",
+               "--seeds", "0,1", "--results-dir", results, "--runs-dir", runs,
+               "--set", "train.eval_every=2", "--set", "train.log_every=2",
+               "--set", "data.batch_size=16", "--set", "train.threads=1"]
+    result = invoke(*command)
+    assert result.exit_code == 0, result.output
+
+    table = json.loads((results / "tiny.json").read_text())
+    assert table["suite"] == "tiny"
+    rows = table["rows"]
+    assert [row["method"] for row in rows] == ["source_only", "oracle"]
+    required = ("task", "protocol", "method", "backbone", "steps", "seeds", "selection",
+                "accuracy_mean", "accuracy_std", "per_seed", "wall_seconds",
+                "train_images_per_second", "machine", "tamebias_version")
+    for row in rows:
+        assert all(key in row for key in required), set(required) - set(row)
+        assert row["task"] == "tiny" and row["backbone"] == "lenet" and row["steps"] == 4
+        assert row["seeds"] == [0, 1] and row["tamebias_version"] == tamebias.__version__
+        assert row["protocol"]["input"] == "16x16x1" and row["protocol"]["batch_size"] == 16
+        assert row["wall_seconds"] > 0 and row["train_images_per_second"] > 0
+        assert row["accuracy_mean"] == pytest.approx(statistics.fmean(row["per_seed"]))
+        assert row["accuracy_std"] == pytest.approx(statistics.stdev(row["per_seed"]))
+        expected_runs = [runs / "tiny" / "tiny" / row["method"] / f"seed{s}" for s in (0, 1)]
+        assert row["runs"] == [str(path) for path in expected_runs]
+        for path, accuracy in zip(expected_runs, row["per_seed"], strict=True):
+            saved = json.loads((path / "result.json").read_text())
+            assert accuracy == pytest.approx(100 * saved["target"]["accuracy"])
+            assert saved["steps"] == 4
+        assert f"{row['accuracy_mean']:6.2f}" in result.output
+    source_only, oracle = rows
+    assert not source_only["analysis_only"] and source_only["selection"] == "source_val"
+    assert oracle["analysis_only"] and oracle["selection"] == "last"
+
+    markdown = (results / "tiny.md").read_text()
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| tiny |")]
+    assert len(table_lines) == 2
+    assert any(line.startswith("| tiny | source_only | lenet | 16x16x1 | 4 | source_val | "
+                               f"{source_only['accuracy_mean']:.2f} ± ") for line in table_lines)
+    assert any(line.startswith("| tiny | oracle *(analysis)* | lenet | 16x16x1 | 4 | last | "
+                               f"{oracle['accuracy_mean']:.2f} ± ") for line in table_lines)
+
+    checkpoints = {path: path.read_bytes() for path in runs.rglob("checkpoint.pt")}
+    metrics = {path: path.read_text() for path in runs.rglob("metrics.jsonl")}
+    assert len(checkpoints) == 4
+    again = invoke(*command)
+    assert again.exit_code == 0, again.output
+    assert {path: path.read_bytes() for path in runs.rglob("checkpoint.pt")} == checkpoints
+    assert {path: path.read_text() for path in runs.rglob("metrics.jsonl")} == metrics
+    rerun_rows = json.loads((results / "tiny.json").read_text())["rows"]
+    assert len(rerun_rows) == 2
+    assert [r["per_seed"] for r in rerun_rows] == [r["per_seed"] for r in rows]
+    rerun_lines = [line for line in (results / "tiny.md").read_text().splitlines()
+                   if line.startswith("| tiny |")]
+    assert len(rerun_lines) == 2
+
+
+def test_bench_with_an_unknown_task_or_suite_exits_2(tmp_path):
+    result = invoke("bench", "--suite", "nope", "--results-dir", tmp_path)
+    assert result.exit_code == 2 and "no suite 'nope'" in result.stderr
+    result = invoke("bench", "--tasks", "nope", "--results-dir", tmp_path,
+                    "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "unknown task 'nope'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bench_model_errors_exit_2_without_a_traceback(tiny_task, tmp_path):
+    result = invoke("bench", "--suite", "tiny", "--tasks", "tiny", "--methods", "source_only",
+                    "--seeds", "0", "--results-dir", tmp_path / "results",
+                    "--runs-dir", tmp_path / "runs", "--set", "train.threads=1",
+                    "--set", "model.pretrained=/no/such/weights.pth")
+    assert result.exit_code == 2, result.output
+    assert "'lenet' has no pretrained weights" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "results" / "tiny.json").exists()
+
+
+def test_demo_smoke(tmp_path, one_thread):
+    """The demo on the embedded MNIST-5k -> UCI digits pair, 3 steps per method (~10 s)."""
+    output = tmp_path / "demo"
+    result = invoke("demo", "--steps", 3, "--output", output)
+    assert result.exit_code == 0, result.output
+    demo_methods = [name for name, method in METHODS.items() if method.demo]
+    assert {"source_only", "oracle"} <= set(demo_methods)
+    assert sorted(p.name for p in output.iterdir()) == sorted(demo_methods)
+    for name in demo_methods:
+        run = output / name
+        for file in ("summary.md", "confusion.png", "curves.png", "result.json"):
+            assert (run / file).is_file(), (name, file)
+        saved = json.loads((run / "result.json").read_text())
+        assert saved["steps"] == 3 and saved["task"] == "mnist5k->ucidigits"
+        assert saved["protocol"]["input"] == "28x28x1"
+        assert f"{100 * saved['target']['accuracy']:.2f}" in result.output
+    assert "demo: MNIST 5k" in result.output and "oracle (analysis)" in result.output
+    assert "summary.md" in result.output
