@@ -151,10 +151,6 @@ def test_eval_prints_the_accuracy_of_the_run(finished_run):
     assert int(match[3]) == saved["protocol"]["target_test"] == 48
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: evaluate_run (api.py) rebuilds the classifier with pretrained=None, so a run trained "
-    "from pretrained ResNet weights gets the CIFAR stem below 64 px (state_dict size mismatch) "
-    "and the [-1, 1] instead of the ImageNet normalization for RGB"))
 def test_eval_of_a_run_from_pretrained_weights(domains, tmp_path, one_thread):
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)

@@ -218,3 +218,20 @@ def test_validate_checks_a_config_built_in_code():
     config.train.selection = "oracle"
     with pytest.raises(ConfigError, match="train.selection"):
         validate(config)
+
+
+def test_a_partial_table_updates_the_methods_own_default_not_the_types():
+    """DANN defaults to SGD; overriding only its learning rate must keep SGD and momentum."""
+    config = load_config(None, ["method.name=dann", "method.optim.lr=0.05"])
+    assert config.method.optim.name == "sgd" and config.method.optim.lr == 0.05
+    assert config.method.optim.schedule == "inverse"
+
+
+def test_resume_identity_ignores_where_the_data_lives():
+    from tamebias.api import run_identity
+
+    first = load_config(None, ["data.root=/a", "train.threads=1"]).to_dict()
+    second = load_config(None, ["data.root=/b"]).to_dict()
+    assert run_identity(first) == run_identity(second)
+    third = load_config(None, ["method.steps=5"]).to_dict()
+    assert run_identity(first) != run_identity(third)

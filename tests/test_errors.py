@@ -102,10 +102,6 @@ def test_geometry_mismatch_names_both_geometries_and_suggests_a_size(
     assert data.protocol["input"] == "16x16x1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: prepare_data (data/domain.py) passes data.size to load_dataset, which resizes "
-    "before _native_geometry is read, so protocol.json records the converted geometry as "
-    "'native'"))
 def test_protocol_records_the_native_geometry_before_conversion(tiny_overrides, tmp_path):
     large = write_npz_domain(tmp_path / "twenty", 7, 1.0, size=20)
     data = prepare_data(load_config(None, [*tiny_overrides, f"data.target=npz:{large}"]).data)
@@ -129,10 +125,6 @@ def test_subsets_that_fit_are_drawn_as_asked(tiny_overrides):
     assert len(data.target_train) == 40 and len(data.target_test) == 48
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: _split_indices (data/domain.py) draws the validation set from images beyond the "
-    "subset, so a subset close to the dataset size silently gets a smaller (or empty) "
-    "validation set, and source_val selection silently degrades to 'last'"))
 def test_subset_that_leaves_no_room_for_validation_fails_early(tiny_overrides):
     config = load_config(None, [*tiny_overrides, "data.source_subset=90",
                                 "data.source_val_fraction=0.2"])

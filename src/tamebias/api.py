@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import RunConfig, load_config
+from .config import ConfigError, RunConfig, load_config
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .evaluation.metrics import Evaluation, evaluate
 from .methods import METHODS, build_method
@@ -77,12 +77,24 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available; use cpu or auto")
+        raise ConfigError(f"train.device={name} but CUDA is not available; use cpu or auto")
     return device
 
 
 def task_name(config: RunConfig) -> str:
     return f"{config.data.source}->{config.data.target}"
+
+
+def run_identity(config: dict[str, Any]) -> str:
+    """The settings that define what a run computes: not where data lives, how progress is
+    shown, or how many threads compute it."""
+    values = json.loads(json.dumps(config))
+    values["data"].pop("root", None)
+    values["data"].pop("download", None)
+    for key in ("progress", "threads"):
+        values["train"].pop(key, None)
+    values.pop("output_dir", None)
+    return json.dumps(values, sort_keys=True)
 
 
 def make_run_dir(config: RunConfig) -> Path:
@@ -129,7 +141,7 @@ def fit(
     elif not isinstance(config, RunConfig):
         config = load_config(config, overrides)
     if saved is not None and saved.exists() and (Path(run_dir) / "checkpoint.pt").exists():
-        if json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+        if run_identity(json.loads(saved.read_text())) != run_identity(config.to_dict()):
             raise ValueError(
                 f"{run_dir} holds a run with a different config; resume it without a config "
                 "(tamebias fit --resume DIR) or choose a new run directory"
@@ -172,7 +184,7 @@ def fit(
         history=report.history,
         protocol=data.protocol,
         steps=report.steps,
-        wall_seconds=time.perf_counter() - wall_start,
+        wall_seconds=report.earlier_wall_seconds + time.perf_counter() - wall_start,
         train_seconds=report.train_seconds,
         train_images_per_second=report.train_images / max(report.train_seconds, 1e-9),
         machine=machine_info(device),
@@ -209,7 +221,8 @@ def evaluate_run(
         )
     torch.manual_seed(config.train.seed)
     classifier = build_classifier(config.model.backbone, dataset.num_classes, channels, size,
-                                  None, config.model.channels_last)
+                                  config.model.pretrained, config.model.channels_last,
+                                  load_weights=False)
     method = build_method(config.method, classifier).to(device)
     path = run_dir / ("best.pt" if which == "selected" and (run_dir / "best.pt").exists()
                       else "checkpoint.pt")

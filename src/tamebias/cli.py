@@ -78,7 +78,10 @@ def fit(
         if resume is not None:
             if not (resume / "config.json").exists():
                 raise ConfigError(f"{resume} is not a run directory (no config.json)")
-            result = api.fit(None, overrides, run_dir=resume)
+            if config is not None:
+                raise ConfigError("--resume continues a run with its saved config; "
+                                  "do not pass another config file")
+            result = api.fit(None, _with_root(overrides, data_root), run_dir=resume)
         else:
             result = api.fit(config, _with_root(overrides, data_root), run_dir=run_dir)
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,

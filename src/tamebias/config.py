@@ -278,9 +278,17 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
-    for name in ("batch_size",):
-        if getattr(config.data, name) < 1:
-            raise ConfigError(f"data.{name} must be positive")
+    if config.data.batch_size < 1:
+        raise ConfigError("data.batch_size must be positive")
+    if config.data.size is not None and config.data.size < 8:
+        raise ConfigError(f"data.size must be at least 8 pixels, got {config.data.size}")
+    for name, value in vars(config.method).items():
+        if name.endswith("steps") and isinstance(value, int) and value < 0:
+            raise ConfigError(f"method.{name} must not be negative, got {value}")
+    from .models.backbones import BACKBONES
+    from .registry import lookup
+
+    lookup(BACKBONES, config.model.backbone, "backbone")
     for name in ("log_every", "eval_every", "checkpoint_every"):
         if getattr(config.train, name) < 1:
             raise ConfigError(f"train.{name} must be positive")

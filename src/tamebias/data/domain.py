@@ -49,8 +49,15 @@ def _split_indices(
     val_size = round(val_fraction * used)
     if subset is None:
         used = total - val_size
-    if subset is not None and subset > total:
-        raise DataError(f"{name}: subset of {subset} asked for but only {total} images exist")
+    if subset is not None and subset + val_size > total:
+        extra = (f" plus {val_size} validation images (data.source_val_fraction)"
+                 if val_size else "")
+        raise DataError(
+            f"{name}: a subset of {subset}{extra} asked for but only {total} images exist; "
+            "ask for a smaller subset"
+            + (", or set data.source_val_fraction=0 with train.selection=last" if val_size
+               else "")
+        )
     if used < 1:
         raise DataError(f"{name}: no training images left after the validation split")
     permutation = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
@@ -66,10 +73,12 @@ def _native_geometry(images: ImageSet) -> str:
 def prepare_data(config: DataConfig) -> DomainData:
     """Load, subset and convert source and target; every check happens here, before training."""
     load = dict(root=config.root, download=config.download)
-    hint = (config.size, config.size) if config.size else None
-    source = load_dataset(config.source, "train", size=hint, **load)
-    target = load_dataset(config.target, "train", size=hint, **load)
-    target_test = load_dataset(config.target, "test", size=hint, **load)
+    def hint(spec: str) -> tuple[int, int] | None:  # folders of mixed sizes resize on decode
+        return (config.size, config.size) if config.size and spec.startswith("folder:") else None
+
+    source = load_dataset(config.source, "train", size=hint(config.source), **load)
+    target = load_dataset(config.target, "train", size=hint(config.target), **load)
+    target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
 
     if source.classes != target.classes:
         raise DataError(

@@ -73,12 +73,13 @@ class ResNet(nn.Module):
         "resnet50": "resnet50-11ad3fa6.pth",
     }
 
-    def __init__(self, arch: str, in_channels: int, size: int, pretrained: str | None) -> None:
+    def __init__(self, arch: str, in_channels: int, size: int, pretrained: str | None,
+                 load_weights: bool = True) -> None:
         super().__init__()
         import torchvision
 
         network = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
+        if pretrained and load_weights:  # else: the pretrained layout, weights from elsewhere
             network.load_state_dict(load_pretrained_state(arch, pretrained))
         if in_channels != 3:
             if pretrained and in_channels != 1:
@@ -125,11 +126,11 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class BackboneInfo:
     description: str
-    build: Callable[[int, int, str | None], nn.Module]
+    build: Callable[[int, int, str | None, bool], nn.Module]
 
 
 def _no_pretrained(name: str, builder: Callable[[int, int], nn.Module]):
-    def build(in_channels: int, size: int, pretrained: str | None) -> nn.Module:
+    def build(in_channels: int, size: int, pretrained: str | None, _: bool) -> nn.Module:
         if pretrained:
             raise ValueError(f"backbone {name!r} has no pretrained weights")
         return builder(in_channels, size)
@@ -148,16 +149,21 @@ BACKBONES: dict[str, BackboneInfo] = {
     ),
     "resnet18": BackboneInfo(
         "torchvision ResNet-18, 512-d features; optional ImageNet weights (model.pretrained)",
-        lambda channels, size, pretrained: ResNet("resnet18", channels, size, pretrained),
+        lambda channels, size, pretrained, load: ResNet("resnet18", channels, size, pretrained,
+                                                        load),
     ),
     "resnet50": BackboneInfo(
         "torchvision ResNet-50, 2048-d features; optional ImageNet weights (model.pretrained)",
-        lambda channels, size, pretrained: ResNet("resnet50", channels, size, pretrained),
+        lambda channels, size, pretrained, load: ResNet("resnet50", channels, size, pretrained,
+                                                        load),
     ),
 }
 
 
 def build_backbone(
-    name: str, in_channels: int, size: int, pretrained: str | None = None
+    name: str, in_channels: int, size: int, pretrained: str | None = None,
+    load_weights: bool = True,
 ) -> nn.Module:
-    return lookup(BACKBONES, name, "backbone").build(in_channels, size, pretrained)
+    """``load_weights=False`` builds the pretrained layout without reading the weights (for
+    restoring a checkpoint of a run that started from them)."""
+    return lookup(BACKBONES, name, "backbone").build(in_channels, size, pretrained, load_weights)

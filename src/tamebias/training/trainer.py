@@ -67,6 +67,7 @@ class LoopReport:
     train_images: int = 0
     steps: int = 0
     selected: dict[str, Any] | None = None
+    earlier_wall_seconds: float = 0.0  # spent by earlier processes on this run (resume)
 
 
 SCORES = {
@@ -89,6 +90,7 @@ class Trainer:
         self.checkpoint_path = run_dir / "checkpoint.pt"
         self.best_path = run_dir / "best.pt"
         self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
+        self.started = time.perf_counter()
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
@@ -117,6 +119,7 @@ class Trainer:
             "history": report.history, "selected": report.selected, "best_score": best_score,
             "train_seconds": report.train_seconds, "train_images": report.train_images,
             "steps": report.steps,
+            "wall_seconds": report.earlier_wall_seconds + time.perf_counter() - self.started,
         }, self.checkpoint_path)
 
     def _diverged(self, stage: Stage, step: int) -> TrainingDiverged:
@@ -142,7 +145,8 @@ class Trainer:
             start_stage, start_step = state["stage"], state["stage_step"]
             saved_optimizers, best_score = state["optimizers"], state["best_score"]
             report = LoopReport(state["history"], state["train_seconds"],
-                                state["train_images"], state["steps"], state["selected"])
+                                state["train_images"], state["steps"], state["selected"],
+                                state["wall_seconds"])
         total = sum(stage.steps for stage in stages)
         offsets = [sum(stage.steps for stage in stages[:i]) for i in range(len(stages))]
         bar = ProgressBar(total, stages[min(start_stage, len(stages) - 1)].name,
