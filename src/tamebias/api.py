@@ -194,38 +194,70 @@ def fit(
     return result
 
 
+@dataclass
+class TrainedRun:
+    """A finished run's method restored from a checkpoint, with the run's config and protocol."""
+
+    config: RunConfig
+    method: Any
+    protocol: dict[str, Any]
+    device: torch.device
+
+    def load_split(self, spec: str, split: str) -> Any:
+        """A dataset split converted to the run's input geometry (classes checked)."""
+        from .data.datasets import load_dataset
+        from .data.imageset import DataError
+        from .data.transforms import to_geometry
+
+        size, _, channels = (int(v) for v in self.protocol["input"].split("x"))
+        hint = (size, size) if spec.startswith("folder:") else None
+        dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
+                               hint)
+        dataset = to_geometry(dataset, size, channels)
+        if dataset.classes != self.protocol["classes"]:
+            raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
+                            f"trained on {self.protocol['classes']}")
+        return dataset
+
+
+def load_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
+             device: str | None = None) -> TrainedRun:
+    """Restore a run's model: ``selected`` (best.pt when the rule kept one), ``last``
+    (checkpoint.pt), or a stage snapshot ``stage:NAME`` (stage-NAME.pt)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    config = load_config(run_dir / "config.json")
+    if root is not None:
+        config.data.root = root
+    target_device = resolve_device(device or config.train.device)
+    protocol = json.loads((run_dir / "protocol.json").read_text())
+    size, _, channels = (int(v) for v in protocol["input"].split("x"))
+    classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
+                                  size, config.model.pretrained, config.model.channels_last,
+                                  load_weights=False)
+    method = build_method(config.method, classifier).to(target_device)
+    if which.startswith("stage:"):
+        path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"
+    elif which == "selected" and (run_dir / "best.pt").exists():
+        path = run_dir / "best.pt"
+    elif which in ("selected", "last"):
+        path = run_dir / "checkpoint.pt"
+    else:
+        raise ValueError(f"which must be selected, last or stage:NAME, got {which!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    method.load_state_dict(checkpoint.load(path, target_device)["method"])
+    method.eval()
+    return TrainedRun(config, method, protocol, target_device)
+
+
 def evaluate_run(
     run_dir: str | Path, target: str | None = None, split: str = "test",
     root: str | None = None, which: str = "selected",
 ) -> Evaluation:
     """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
     on another dataset converted to the run's input geometry."""
-    from .data.datasets import load_dataset
-    from .data.imageset import DataError
-    from .data.transforms import to_geometry
-
-    run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.json")
-    if root is not None:
-        config.data.root = root
-    device = resolve_device(config.train.device)
-    protocol = json.loads((run_dir / "protocol.json").read_text())
-    size, _, channels = (int(v) for v in protocol["input"].split("x"))
-    dataset = load_dataset(target or config.data.target, split, config.data.root,
-                           config.data.download, (size, size))
-    dataset = to_geometry(dataset, size, channels)
-    if dataset.classes != protocol["classes"]:
-        raise DataError(
-            f"{dataset.name} has classes {dataset.classes} but the run was trained on "
-            f"{protocol['classes']}"
-        )
-    torch.manual_seed(config.train.seed)
-    classifier = build_classifier(config.model.backbone, dataset.num_classes, channels, size,
-                                  config.model.pretrained, config.model.channels_last,
-                                  load_weights=False)
-    method = build_method(config.method, classifier).to(device)
-    path = run_dir / ("best.pt" if which == "selected" and (run_dir / "best.pt").exists()
-                      else "checkpoint.pt")
-    method.load_state_dict(checkpoint.load(path, device)["method"])
-    method.eval()
-    return evaluate(method.predict, dataset, device)
+    run = load_run(run_dir, which, root)
+    dataset = run.load_split(target or run.config.data.target, split)
+    return evaluate(run.method.predict, dataset, run.device)

@@ -182,6 +182,40 @@ def demo(
 
 
 @app.command()
+def tsne(
+    run_dir: Annotated[Path, typer.Argument(help="A finished (adapted) run directory.")],
+    before: Annotated[Path | None, typer.Option(
+        help="A source-only run to show beside it (default: this run's own source stage, "
+             "when it has one, as ADDA does).")] = None,
+    count: Annotated[int, typer.Option(help="Test images per domain.")] = 500,
+    output: Annotated[Path | None, typer.Option(help="PNG path (default RUN/tsne.png); the "
+                                                "2-D coordinates go beside it as .npz.")] = None,
+    data_root: DataRoot = None,
+    seed: int = 0,
+) -> None:
+    """t-SNE of source and target test features, before and after adaptation, colored by
+    domain and by class."""
+    from .api import load_run
+    from .report.tsne import tsne_report
+
+    try:
+        after = load_run(run_dir, "selected", data_root)
+        if before is not None:
+            baseline = load_run(before, "selected", data_root)
+        elif (run_dir / "stage-source.pt").exists():
+            baseline = load_run(run_dir, "stage:source", data_root)
+        else:
+            baseline = None
+            errors.print("no --before run and no source stage in this run: drawing the adapted "
+                         "model alone (pass --before RUN of a source-only run for the pair)")
+        path = tsne_report(after, baseline, output or run_dir / "tsne.png", count, seed,
+                           ("source only", after.config.method.name))
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(f"wrote {path} and {path.with_suffix('.npz')}")
+
+
+@app.command()
 def bench(
     suite: Annotated[str, typer.Option(
         help="Results file name (and default task list).")] = "digits",

@@ -134,6 +134,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> LoopReport:
         stages = self.method.stages()
+        self.stage_count = len(stages)
         report, best_score = LoopReport(), None
         start_stage, start_step, saved_optimizers = 0, 0, {}
         if self.checkpoint_path.exists():
@@ -233,6 +234,9 @@ class Trainer:
                                                self.best_path)
             if last:
                 self.save(index + 1, 0, {}, report, best_score, ctx.finite)
+                if index + 1 < self.stage_count:  # e.g. ADDA's source model, kept for t-SNE
+                    checkpoint.save_atomic({"method": self.method.state_dict()},
+                                           self.run_dir / f"stage-{stage.name}.pt")
             elif done % self.checkpoint_every == 0:
                 self.save(index, done, optimizers, report, best_score, ctx.finite)
             if pausing:
