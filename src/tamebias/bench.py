@@ -128,9 +128,12 @@ def run_bench(
         for method in methods:
             results = []
             for seed in seeds:
+                # overrides may name {task}, {seed} and {suite}, e.g. ADDA reusing the
+                # source-only run of the same task and seed as its first stage
+                fields = {"task": task_name, "seed": seed, "suite": suite}
                 config = load_config(None, [
                     f"method.name={method}", *task.overrides(), f"train.seed={seed}",
-                    "train.progress=false", *(overrides or []),
+                    "train.progress=false", *(o.format(**fields) for o in overrides or []),
                 ])
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task

@@ -14,6 +14,7 @@ from ..config import MethodConfig, OptimConfig
 from ..data.batch import DomainBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
+from ..models.layers import dropout_off
 from .base import Method, Stage, StepContext
 from .common import binary_accuracy, domain_labels, source_stage
 
@@ -76,7 +77,10 @@ class ADDA(Method):
         with ctx.autocast():
             with torch.no_grad():
                 source_features = self.source_encoder.features(source.images)
-            target_features = self.classifier.features(target.images)
+            # the frozen encoder runs in eval mode; without dropout on this side too, the critic
+            # could tell the domains apart by the dropout noise alone
+            with dropout_off(self.classifier):
+                target_features = self.classifier.features(target.images)
             labels = domain_labels(len(source), len(target), target_features.device)
             critic_logits = self.critic(torch.cat([source_features, target_features.detach()]))
             critic_loss = F.binary_cross_entropy_with_logits(critic_logits.float(), labels)
