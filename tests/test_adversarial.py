@@ -165,3 +165,19 @@ def test_adda_reuses_a_trained_source_model(tiny_overrides, tmp_path):
     saved = checkpoint.load(tmp_path / "source" / "best.pt")["method"]
     assert all(torch.equal(saved[f"classifier.{k}"], v)
                for k, v in method.source_encoder.state_dict().items())
+
+
+def test_adda_target_features_match_the_frozen_encoder_when_adaptation_starts(tiny_overrides):
+    """Dropout is off on the target side during adaptation: at the start the two encoders
+    give identical features, so the critic cannot win on dropout noise alone."""
+    from tamebias.models.layers import dropout_off
+
+    method, streams, _ = setup("adda", tiny_overrides)
+    method.stages()[1].on_start()
+    method.train()
+    images = streams.batch(0).target.images
+    with dropout_off(method.classifier):
+        target = method.classifier.features(images)
+    assert method.classifier.training  # BatchNorm and friends keep their mode
+    assert torch.equal(target, method.source_encoder.features(images))
+    assert not torch.equal(method.classifier.features(images), target)  # dropout is back on
