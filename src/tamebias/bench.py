@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,22 @@ from .config import load_config
 from .data.domain import prepare_data
 from .registry import lookup
 from .tasks import TASKS
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def row_from_runs(task: str, results: list[RunResult]) -> dict[str, Any]:
@@ -145,9 +162,11 @@ def run_bench(
                 results.append(fit(config, run_dir=run_dir, data=data))
             row = row_from_runs(task_name, results)
             rows.append(row)
-            merged = merge_rows(json_path, [row])
-            json_path.write_text(json.dumps({"suite": suite, "rows": merged}, indent=2) + "\n")
-            (results_dir / f"{suite}.md").write_text(markdown_table(suite, merged))
+            with locked(results_dir / f".{suite}.lock"):  # several bench processes may share
+                merged = merge_rows(json_path, [row])
+                json_path.write_text(
+                    json.dumps({"suite": suite, "rows": merged}, indent=2) + "\n")
+                (results_dir / f"{suite}.md").write_text(markdown_table(suite, merged))
             if on_row:
                 on_row(row)
     return rows
