@@ -133,7 +133,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> LoopReport:
-        stages = self.method.stages()
+        stages = [stage for stage in self.method.stages() if stage.steps > 0]
         self.stage_count = len(stages)
         report, best_score = LoopReport(), None
         start_stage, start_step, saved_optimizers = 0, 0, {}
