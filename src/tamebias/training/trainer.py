@@ -135,6 +135,8 @@ class Trainer:
     def run(self) -> LoopReport:
         stages = [stage for stage in self.method.stages() if stage.steps > 0]
         self.stage_count = len(stages)
+        if not stages:
+            raise ValueError("nothing to train: every stage of this method has 0 steps")
         report, best_score = LoopReport(), None
         start_stage, start_step, saved_optimizers = 0, 0, {}
         if self.checkpoint_path.exists():
