@@ -305,3 +305,18 @@ def test_demo_smoke(tmp_path, one_thread):
         assert f"{100 * saved['target']['accuracy']:.2f}" in result.output
     assert "demo: MNIST 5k" in result.output and "oracle (analysis)" in result.output
     assert "summary.md" in result.output
+
+
+def test_bench_adda_reuses_the_source_only_run_of_the_same_task_and_seed(tiny_task, tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    common = ["--suite", "tiny", "--tasks", "tiny", "--seeds", "0", "--results-dir", results,
+              "--runs-dir", runs, "--set", "data.batch_size=16", "--set", "train.threads=1",
+              "--set", "train.eval_every=2", "--set", "train.log_every=2"]
+    assert invoke("bench", "--methods", "source_only", *common).exit_code == 0
+    result = invoke("bench", "--methods", "adda", *common, "--set",
+                    "method.source_run=" + str(runs) + "/{suite}/{task}/source_only/seed{seed}")
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads((results / "tiny.json").read_text())["rows"]}
+    assert rows["adda"]["method_config"]["source_run"] == str(
+        runs / "tiny" / "tiny" / "source_only" / "seed0")
+    assert rows["adda"]["steps"] == 4  # the adaptation stage only
