@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .api import RunResult, fit
+from .api import RunResult, fit, run_identity
 from .config import load_config
 from .data.domain import prepare_data
 from .registry import lookup
@@ -156,8 +156,8 @@ def run_bench(
                     data = prepare_data(config.data)  # decoded once per task
                 run_dir = Path(runs_dir) / suite / task_name / method / f"seed{seed}"
                 saved = run_dir / "config.json"
-                if saved.exists() and json.loads(saved.read_text()) != json.loads(
-                        json.dumps(config.to_dict())):
+                if saved.exists() and run_identity(json.loads(saved.read_text())) != \
+                        run_identity(config.to_dict()):
                     shutil.rmtree(run_dir)  # a stale run of another config: start afresh
                 results.append(fit(config, run_dir=run_dir, data=data))
             row = row_from_runs(task_name, results)
