@@ -93,6 +93,33 @@ def toolkit_breakdown(steps: int) -> dict[str, float]:
             "data_fraction": data_seconds / (data_seconds + step_seconds)}
 
 
+def profile_step(steps: int = 30) -> list[tuple[str, float]]:
+    """Share of CPU time per operator over a few toolkit training steps (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = load_config(None, ["method.name=source_only", *TASKS["mnist5k-ucidigits"].overrides()])
+    data, method, device = build_run(config)
+    streams = DomainStreams(data, BATCH, 0, device, False, False)
+    stage = method.stages()[0]
+    from tamebias.methods.base import trainable_parameters
+    from tamebias.training.optim import build_optimizer
+    from tamebias.training.trainer import Context
+
+    parameters = {"classifier": list(trainable_parameters([method.classifier]))}
+    optimizers = {"classifier": build_optimizer(parameters["classifier"], stage.optim)}
+    context = Context(optimizers, {"classifier": stage.optim}, parameters, device, False)
+    method.train()
+    for step in range(10):
+        stage.step(streams.batch(step), context)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for step in range(steps):
+            stage.step(streams.batch(step), context)
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    return [(e.key, e.self_cpu_time_total / total) for e in top]
+
+
 def toolkit_fit(steps: int, method: str = "source_only") -> dict[str, float]:
     """A short fit on the embedded pair; images/s counts source + target images per step.
     ADDA runs only its adaptation stage here (its first stage is source-only training)."""
@@ -124,6 +151,7 @@ def main() -> None:
     fit = toolkit_fit(steps)
     methods = {name: toolkit_fit(steps, name) for name in ("source_only", "dann", "adda")}
     breakdown = toolkit_breakdown(steps)
+    operators = profile_step()
     record = {
         "model": "lenet 28x28x1, batch 128, Adam, source_only",
         "steps": steps,
@@ -136,6 +164,7 @@ def main() -> None:
         "matmul_peak_gflops": peak / 1e9,
         "data_fraction_of_step": breakdown["data_fraction"],
         "methods": methods,
+        "profile_self_cpu_share": operators,
         "machine": {**machine_info(torch.device("cpu")), "platform": platform.platform()},
         "tamebias_version": tamebias.__version__,
     }
@@ -161,6 +190,8 @@ def main() -> None:
         f"{record['matmul_peak_gflops']:.0f} GFLOP/s",
         f"- data handling (index + uint8->float on device) is "
         f"{100 * record['data_fraction_of_step']:.1f}% of step time",
+        "- where a source-only step's CPU time goes (torch.profiler, self time): "
+        + ", ".join(f"{name} {100 * share:.0f}%" for name, share in operators),
         f"- machine: {record['machine']['cpu']} x{record['machine']['cpu_count']}, "
         f"{record['machine']['torch_threads']} torch threads, torch {record['machine']['torch']}",
     ]
