@@ -152,10 +152,9 @@ class Trainer:
                                 state["wall_seconds"])
         total = sum(stage.steps for stage in stages)
         offsets = [sum(stage.steps for stage in stages[:i]) for i in range(len(stages))]
-        bar = ProgressBar(total, stages[min(start_stage, len(stages) - 1)].name,
-                          self.show_progress)
-        bar.advance_to(offsets[min(start_stage, len(stages) - 1)] + start_step,
-                       stages[min(start_stage, len(stages) - 1)].name, {})
+        current = min(start_stage, len(stages) - 1)  # a finished run resumes past its end
+        bar = ProgressBar(total, stages[current].name, self.show_progress)
+        bar.advance_to(offsets[current] + start_step, stages[current].name, {})
         try:
             for index, stage in enumerate(stages):
                 if index < start_stage:
