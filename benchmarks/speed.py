@@ -23,6 +23,7 @@ from tamebias.config import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.models.classifier import build_classifier
 from tamebias.tasks import TASKS
+from tamebias.training.trainer import Context
 
 BATCH = 128
 
@@ -65,20 +66,19 @@ def matmul_peak() -> float:
     return 2 * 2048**3 * repeats / (time.perf_counter() - start)
 
 
-def toolkit_breakdown(steps: int) -> dict[str, float]:
-    """Time of data handling (batch indexing + float conversion) vs the method step."""
+def source_only_step():
+    """The embedded pair's batch streams and a ready source-only stage with its context."""
     config = load_config(None, ["method.name=source_only", *TASKS["mnist5k-ucidigits"].overrides()])
     data, method, device = build_run(config)
     streams = DomainStreams(data, BATCH, 0, device, False, False)
     stage = method.stages()[0]
-    from tamebias.methods.base import trainable_parameters
-    from tamebias.training.optim import build_optimizer
-    from tamebias.training.trainer import Context
-
-    parameters = {"classifier": list(trainable_parameters([method.classifier]))}
-    optimizers = {"classifier": build_optimizer(parameters["classifier"], stage.optim)}
-    context = Context(optimizers, {"classifier": stage.optim}, parameters, device, False)
     method.train()
+    return streams, stage, Context.for_stage(stage, device)
+
+
+def toolkit_breakdown(steps: int) -> dict[str, float]:
+    """Time of data handling (batch indexing + float conversion) vs the method step."""
+    streams, stage, context = source_only_step()
     data_seconds = step_seconds = 0.0
     for step in range(steps + 20):
         start = time.perf_counter()
@@ -97,18 +97,7 @@ def profile_step(steps: int = 30) -> list[tuple[str, float]]:
     """Share of CPU time per operator over a few toolkit training steps (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    config = load_config(None, ["method.name=source_only", *TASKS["mnist5k-ucidigits"].overrides()])
-    data, method, device = build_run(config)
-    streams = DomainStreams(data, BATCH, 0, device, False, False)
-    stage = method.stages()[0]
-    from tamebias.methods.base import trainable_parameters
-    from tamebias.training.optim import build_optimizer
-    from tamebias.training.trainer import Context
-
-    parameters = {"classifier": list(trainable_parameters([method.classifier]))}
-    optimizers = {"classifier": build_optimizer(parameters["classifier"], stage.optim)}
-    context = Context(optimizers, {"classifier": stage.optim}, parameters, device, False)
-    method.train()
+    streams, stage, context = source_only_step()
     for step in range(10):
         stage.step(streams.batch(step), context)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:

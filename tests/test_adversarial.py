@@ -12,9 +12,7 @@ import torch.nn.functional as F
 from tamebias.api import build_run
 from tamebias.config import load_config
 from tamebias.data.domain import DomainStreams
-from tamebias.methods.base import trainable_parameters
 from tamebias.models.layers import reverse_gradient
-from tamebias.training.optim import build_optimizer
 from tamebias.training.trainer import Context
 
 
@@ -26,10 +24,7 @@ def setup(name, overrides, extra=()):
 
 
 def context_for(stage, device):
-    parameters = {n: list(trainable_parameters(m)) for n, m in stage.optimizers.items()}
-    configs = {n: stage.optim_config(n) for n in stage.optimizers}
-    optimizers = {n: build_optimizer(parameters[n], configs[n]) for n in parameters}
-    return Context(optimizers, configs, parameters, device, amp=False)
+    return Context.for_stage(stage, device)
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient():

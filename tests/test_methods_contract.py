@@ -33,16 +33,11 @@ def parameter_owners(method, modules):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_stage_runs_and_each_optimizer_changes_only_its_modules(name, tiny_overrides):
-    from tamebias.training.optim import build_optimizer
-
     _, _, method, streams, device = build(name, tiny_overrides)
     for stage in method.stages():
         if stage.on_start:
             stage.on_start()
-        parameters = {n: list(trainable_parameters(m)) for n, m in stage.optimizers.items()}
-        configs = {n: stage.optim_config(n) for n in stage.optimizers}
-        optimizers = {n: build_optimizer(parameters[n], configs[n]) for n in parameters}
-        context = Context(optimizers, configs, parameters, device, amp=False)
+        context = Context.for_stage(stage, device)
         method.train()
         for step in range(2):
             before = {n: p.detach().clone() for n, p in method.named_parameters()}

@@ -42,6 +42,16 @@ class Context:
         self.step = self.global_step = 0
         self.progress = 0.0
 
+    @classmethod
+    def for_stage(cls, stage: Stage, device: torch.device, amp: bool = False) -> Context:
+        """Fresh optimizers over the trainable parameters of each of the stage's modules."""
+        parameters = {name: list(trainable_parameters(modules))
+                      for name, modules in stage.optimizers.items()}
+        configs = {name: stage.optim_config(name) for name in stage.optimizers}
+        optimizers = {name: build_optimizer(parameters[name], configs[name])
+                      for name in stage.optimizers}
+        return cls(optimizers, configs, parameters, device, amp)
+
     def update(self, optimizer: str, loss: Tensor) -> None:
         if optimizer not in self.optimizers:
             raise KeyError(f"no optimizer {optimizer!r} in this stage: {sorted(self.optimizers)}")
@@ -173,16 +183,12 @@ class Trainer:
                    bar: ProgressBar) -> float | None:
         if first_step == 0 and stage.on_start is not None:
             stage.on_start()
-        parameters = {name: list(trainable_parameters(modules))
-                      for name, modules in stage.optimizers.items()}
-        configs = {name: stage.optim_config(name) for name in stage.optimizers}
-        optimizers = {name: build_optimizer(parameters[name], configs[name])
-                      for name in stage.optimizers}
+        ctx = Context.for_stage(stage, self.device, self.amp)
+        optimizers, configs = ctx.optimizers, ctx.configs
         for name, state in saved_optimizers.items():
             optimizers[name].load_state_dict(state)
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
-        ctx = Context(optimizers, configs, parameters, self.device, self.amp)
         score = SCORES[self.selection]
         sums: dict[str, Tensor] = {}
         window_start = first_step
