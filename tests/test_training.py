@@ -124,3 +124,12 @@ def test_a_different_config_refuses_to_resume_into_an_existing_run(tiny_override
     tamebias.fit(None, tiny_overrides, run_dir=tmp_path / "run")
     with pytest.raises(ValueError, match="different config"):
         tamebias.fit(None, [*tiny_overrides, "method.steps=7"], run_dir=tmp_path / "run")
+
+
+def test_throughput_counts_only_the_images_a_method_reads(tiny_overrides, tmp_path):
+    """The oracle reads one labeled target batch per step, DANN a source and a target batch."""
+    oracle = tamebias.fit(None, [*tiny_overrides, "method.name=oracle"], run_dir=tmp_path / "o")
+    dann = tamebias.fit(None, [*tiny_overrides, "method.name=dann"], run_dir=tmp_path / "d")
+    for result, per_step in ((oracle, 16), (dann, 32)):
+        assert result.train_images_per_second * result.train_seconds == pytest.approx(
+            per_step * result.steps)

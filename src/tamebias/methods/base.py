@@ -22,6 +22,7 @@ class DataNeeds:
 
     target: bool = True
     labeled_target: bool = False
+    source: bool = True  # the oracle trains on target labels alone
 
 
 class StepContext(Protocol):

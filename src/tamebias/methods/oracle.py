@@ -26,7 +26,7 @@ class Oracle(Method):
 
     Config = OracleConfig
     description = "ceiling: trained on target labels (analysis only, never a headline)"
-    needs = DataNeeds(target=False, labeled_target=True)
+    needs = DataNeeds(target=False, labeled_target=True, source=False)
     analysis_only = True
     selection = "last"  # source validation says nothing about a target-trained model
     demo = True

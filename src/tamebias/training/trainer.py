@@ -190,6 +190,7 @@ class Trainer:
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
         score = SCORES[self.selection]
+        needs = self.method.needs
         sums: dict[str, Tensor] = {}
         window_start = first_step
         self.method.train()
@@ -204,8 +205,11 @@ class Trainer:
             for key, value in metrics.items():
                 value = value.detach().float()
                 sums[key] = sums[key] + value if key in sums else value
-            report.train_images += len(batch.source) + sum(
-                len(part) for part in (batch.target, batch.labeled_target) if part is not None)
+            report.train_images += sum(  # images the method reads, not every stream drawn
+                len(part) for part, used in ((batch.source, needs.source),
+                                             (batch.target, needs.target),
+                                             (batch.labeled_target, needs.labeled_target))
+                if used and part is not None)
             report.steps += 1
             done = step + 1
             last = done == stage.steps
