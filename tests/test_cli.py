@@ -303,7 +303,7 @@ def test_demo_smoke(tmp_path, one_thread):
         assert saved["steps"] == 3 and saved["task"] == "mnist5k->ucidigits"
         assert saved["protocol"]["input"] == "28x28x1"
         assert f"{100 * saved['target']['accuracy']:.2f}" in result.output
-    assert "demo: MNIST 5k" in result.output and "oracle (analysis)" in result.output
+    assert "demo: mnist5k->ucidigits" in result.output and "oracle (analysis)" in result.output
     assert "summary.md" in result.output
 
 

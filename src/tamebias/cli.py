@@ -47,16 +47,16 @@ def _with_root(overrides: list[str] | None, root: str | None) -> list[str]:
 
 def _result_table(title: str, results) -> Table:
     table = Table(title=title)
-    for column in ("method", "task", "target acc %", "mean/class %", "selection", "img/s",
-                   "wall s", "run directory"):
-        table.add_column(column)
+    for column in ("method", "target acc %", "per class %", "selected by", "img/s", "wall s"):
+        table.add_column(column, no_wrap=True)
     for result in results:
         table.add_row(
-            result.method + (" (analysis)" if result.analysis_only else ""), result.task,
+            result.method + (" (analysis)" if result.analysis_only else ""),
             f"{100 * result.accuracy:.2f}", f"{100 * result.target['mean_class_accuracy']:.2f}",
             result.selection, f"{result.train_images_per_second:.0f}",
-            f"{result.wall_seconds:.0f}", result.run_dir,
+            f"{result.wall_seconds:.0f}",
         )
+    table.caption = "runs: " + ", ".join(result.run_dir for result in results)
     return table
 
 
@@ -177,7 +177,7 @@ def demo(
         result = api.fit(config, run_dir=output / name, data=data)
         write_run_report(result.run_dir)
         results.append(result)
-    console.print(_result_table(f"demo: {task.description}", results))
+    console.print(_result_table(f"demo: {results[0].task} (target test accuracy)", results))
     console.print(f"Open {output}/*/summary.md (figures: confusion.png, curves.png).")
 
 
