@@ -78,7 +78,7 @@ def row_from_runs(task: str, results: list[RunResult]) -> dict[str, Any]:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["task"], row["method"], row["backbone"], row["selection"],
+    return (row["task"], row["method"], row["backbone"], row["steps"], row["selection"],
             json.dumps(row["protocol"], sort_keys=True))
 
 
