@@ -133,3 +133,18 @@ def test_throughput_counts_only_the_images_a_method_reads(tiny_overrides, tmp_pa
     for result, per_step in ((oracle, 16), (dann, 32)):
         assert result.train_images_per_second * result.train_seconds == pytest.approx(
             per_step * result.steps)
+
+
+def test_the_oracle_draws_no_source_batch(tiny_overrides):
+    from tamebias.api import build_run
+    from tamebias.config import load_config
+    from tamebias.data.domain import DomainStreams
+
+    config = load_config(None, [*tiny_overrides, "method.name=oracle"])
+    data, method, device = build_run(config)
+    needs = method.needs
+    streams = DomainStreams(data, 16, 0, device, needs.target, needs.labeled_target,
+                            source=needs.source)
+    batch = streams.batch(0)
+    assert batch.source is None and batch.target is None
+    assert batch.labeled_target is not None and len(batch.labeled_target) == 16

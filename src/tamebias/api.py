@@ -157,7 +157,7 @@ def fit(
     streams = DomainStreams(
         data, config.data.batch_size, config.train.seed, device,
         target=method.needs.target, labeled_target=method.needs.labeled_target,
-        on_device=config.data.on_device,
+        on_device=config.data.on_device, source=method.needs.source,
     )
     trainer = Trainer(
         method, data, streams, run_dir, device, selection, config.train.log_every,

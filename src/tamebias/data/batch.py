@@ -33,8 +33,10 @@ class UnlabeledBatch:
 
 @dataclass(frozen=True)
 class DomainBatch:
-    """One training step's data: labeled source, unlabeled target, optional labeled target."""
+    """One training step's data: labeled source, unlabeled target, optional labeled target.
+    Each part is None when the method's ``DataNeeds`` do not ask for it (the oracle has no
+    source batch)."""
 
-    source: LabeledBatch
+    source: LabeledBatch | None
     target: UnlabeledBatch | None = None
     labeled_target: LabeledBatch | None = None

@@ -141,13 +141,15 @@ class DomainStreams:
 
     def __init__(
         self, data: DomainData, batch_size: int, seed: int, device: torch.device,
-        target: bool, labeled_target: bool, on_device: bool = True,
+        target: bool, labeled_target: bool, on_device: bool = True, source: bool = True,
     ) -> None:
         self.device = device
         storage = device if on_device else torch.device("cpu")
-        self.source_images = data.source_train.images.to(storage)
-        self.source_labels = data.source_train.labels.to(storage)
-        self.source = IndexStream(len(data.source_train), batch_size, seed * 3 + 0)
+        self.source = None  # the oracle reads no source batch: none is drawn
+        if source:
+            self.source_images = data.source_train.images.to(storage)
+            self.source_labels = data.source_train.labels.to(storage)
+            self.source = IndexStream(len(data.source_train), batch_size, seed * 3 + 0)
         self.target = self.labeled_target = None
         if target or labeled_target:
             self.target_images = data.target_train.images.to(storage)
@@ -161,23 +163,21 @@ class DomainStreams:
         images = storage[indices.to(storage.device)].to(self.device, non_blocking=True)
         return images.float().div_(255)
 
+    def _labeled(self, images: Tensor, labels: Tensor, indices: Tensor) -> LabeledBatch:
+        return LabeledBatch(self._images(images, indices),
+                            labels[indices.to(labels.device)].to(self.device), indices)
+
     def batch(self, step: int) -> DomainBatch:
-        indices = self.source.indices(step)
-        source = LabeledBatch(
-            self._images(self.source_images, indices),
-            self.source_labels[indices.to(self.source_labels.device)].to(self.device),
-            indices,
-        )
+        source = None
+        if self.source is not None:
+            source = self._labeled(self.source_images, self.source_labels,
+                                   self.source.indices(step))
         target = labeled_target = None
         if self.target is not None:
             target_indices = self.target.indices(step)
             target = UnlabeledBatch(self._images(self.target_images, target_indices),
                                     target_indices)
         if self.labeled_target is not None:
-            target_indices = self.labeled_target.indices(step)
-            labeled_target = LabeledBatch(
-                self._images(self.target_images, target_indices),
-                self.target_labels[target_indices.to(self.target_labels.device)].to(self.device),
-                target_indices,
-            )
+            labeled_target = self._labeled(self.target_images, self.target_labels,
+                                           self.labeled_target.indices(step))
         return DomainBatch(source, target, labeled_target)

@@ -73,7 +73,7 @@ class ADDA(Method):
 
     def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         source, target = batch.source, batch.target
-        assert target is not None
+        assert source is not None and target is not None
         with ctx.autocast():
             with torch.no_grad():
                 source_features = self.source_encoder.features(source.images)

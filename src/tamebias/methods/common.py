@@ -29,6 +29,7 @@ def source_stage(classifier: Classifier, steps: int, optim: OptimConfig,
     """Train ``classifier`` on labeled source batches (source-only training)."""
 
     def step(batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        assert batch.source is not None
         return classification_step(classifier, batch.source, ctx, "classifier")
 
     return Stage(name, step, {"classifier": [classifier]}, optim, steps)

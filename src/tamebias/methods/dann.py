@@ -56,7 +56,7 @@ class DANN(Method):
 
     def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         source, target = batch.source, batch.target
-        assert target is not None
+        assert source is not None and target is not None
         coefficient = self.coefficient(ctx.progress)
         with ctx.autocast():
             # one encoder pass over both domains (LeNet has no BatchNorm to mix statistics)
