@@ -15,9 +15,10 @@ import torch
 
 from . import __version__
 from .config import ConfigError, RunConfig, load_config
+from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .evaluation.metrics import Evaluation, evaluate
-from .methods import METHODS, build_method
+from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
 from .training import checkpoint
 from .training.trainer import Trainer
@@ -87,8 +88,12 @@ def task_name(config: RunConfig) -> str:
 
 def run_identity(config: dict[str, Any]) -> str:
     """The settings that define what a run computes: not where data lives, how progress is
-    shown, or how many threads compute it."""
-    values = json.loads(json.dumps(config))
+    shown, or how many threads compute it. Settings added to the config after a run was made
+    count at their defaults, so older runs keep their identity."""
+    try:
+        values = load_config(config).to_dict()
+    except ConfigError:
+        values = json.loads(json.dumps(config))
     values["data"].pop("root", None)
     values["data"].pop("download", None)
     for key in ("progress", "threads"):
@@ -118,10 +123,26 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     torch.manual_seed(config.train.seed)
     classifier = build_classifier(
         config.model.backbone, data.num_classes, channels, size, config.model.pretrained,
-        config.model.channels_last,
+        config.model.channels_last, norm=config.model.norm,
     )
     method = build_method(config.method, classifier).to(device)
     return data, method, device
+
+
+def build_streams(config: RunConfig, data: DomainData, method: Method,
+                  device: torch.device) -> DomainStreams:
+    """The run's batch streams, with the configured augmentation views."""
+    augment = config.data.augment
+    channels, size = data.geometry[0], data.geometry[1]
+    augmenter = Augmenter(augment.policy, channels, size, config.train.seed, augment.strength,
+                          device)
+    return DomainStreams(
+        data, config.data.batch_size, config.train.seed, device,
+        target=method.needs.target, labeled_target=method.needs.labeled_target,
+        on_device=config.data.on_device, source=method.needs.source, augmenter=augmenter,
+        source_view=augment.source, target_view=augment.target,
+        strong_target=method.needs.strong_target,
+    )
 
 
 def fit(
@@ -154,11 +175,7 @@ def fit(
     config.save(run_dir / "config.json")
     (run_dir / "protocol.json").write_text(json.dumps(data.protocol, indent=2) + "\n")
 
-    streams = DomainStreams(
-        data, config.data.batch_size, config.train.seed, device,
-        target=method.needs.target, labeled_target=method.needs.labeled_target,
-        on_device=config.data.on_device, source=method.needs.source,
-    )
+    streams = build_streams(config, data, method, device)
     trainer = Trainer(
         method, data, streams, run_dir, device, selection, config.train.log_every,
         config.train.eval_every, config.train.checkpoint_every, config.train.amp,
@@ -168,6 +185,9 @@ def fit(
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if selection != "last" and trainer.best_path.exists():
         method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
+    if config.train.adabn:
+        adapt_to_target(method, data.target_train.images, device)
+        checkpoint.save_atomic({"method": method.state_dict()}, run_dir / ADABN_FILE)
     target, source = trainer.evaluate()
     result = RunResult(
         run_dir=str(run_dir),
@@ -192,6 +212,44 @@ def fit(
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+ADABN_FILE = "adabn.pt"
+
+
+def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int = 500):
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size].to(device).float().div_(255)
+
+
+def adapt_to_target(method: Method, images: torch.Tensor, device: torch.device) -> int:
+    """AdaBN on ``method``'s model: batch-norm statistics recomputed over the uint8 target
+    ``images``; returns the number of layers adapted."""
+    from .models.norm import adapt_batchnorm
+
+    with torch.no_grad():
+        return adapt_batchnorm(method.classifier, _float_batches(images, device), "target")
+
+
+def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
+          ) -> dict[str, Any]:
+    """AdaBN as a post-hoc step for any trained run: recompute the model's batch-norm
+    statistics on the run's target training images (no labels), evaluate on the target test
+    split, and save the adapted weights as ``RUN/adabn.pt`` with ``RUN/adabn.json``."""
+    run = load_run(run_dir, which, root)
+    target_test = run.load_split(run.config.data.target, "test")
+    before = evaluate(run.method.predict, target_test, run.device)
+    images = run.load_split(run.config.data.target, "train").images
+    layers = adapt_to_target(run.method, images, run.device)
+    run.method.eval()
+    after = evaluate(run.method.predict, target_test, run.device)
+    run_dir = Path(run_dir)
+    checkpoint.save_atomic({"method": run.method.state_dict()}, run_dir / ADABN_FILE)
+    summary = {"run_dir": str(run_dir), "which": which, "layers": layers,
+               "target_images": len(images), "before": before.to_dict(),
+               "after": after.to_dict()}
+    (run_dir / "adabn.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 @dataclass
@@ -222,8 +280,9 @@ class TrainedRun:
 
 def load_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
              device: str | None = None) -> TrainedRun:
-    """Restore a run's model: ``selected`` (best.pt when the rule kept one), ``last``
-    (checkpoint.pt), or a stage snapshot ``stage:NAME`` (stage-NAME.pt)."""
+    """Restore a run's model: ``selected`` (best.pt when the rule kept one; adabn.pt for runs
+    trained with ``train.adabn``), ``last`` (checkpoint.pt), ``adabn`` (adabn.pt, written by
+    ``tamebias adabn``), or a stage snapshot ``stage:NAME`` (stage-NAME.pt)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
@@ -235,16 +294,20 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
-                                  load_weights=False)
+                                  load_weights=False, norm=config.model.norm)
     method = build_method(config.method, classifier).to(target_device)
     if which.startswith("stage:"):
         path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"
+    elif which == "selected" and config.train.adabn and (run_dir / ADABN_FILE).exists():
+        path = run_dir / ADABN_FILE  # the run's result is the AdaBN-adapted model
     elif which == "selected" and (run_dir / "best.pt").exists():
         path = run_dir / "best.pt"
     elif which in ("selected", "last"):
         path = run_dir / "checkpoint.pt"
+    elif which == "adabn":
+        path = run_dir / ADABN_FILE
     else:
-        raise ValueError(f"which must be selected, last or stage:NAME, got {which!r}")
+        raise ValueError(f"which must be selected, last, adabn or stage:NAME, got {which!r}")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     method.load_state_dict(checkpoint.load(path, target_device)["method"])

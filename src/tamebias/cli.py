@@ -117,6 +117,27 @@ def evaluate(
     console.print(table)
 
 
+@app.command("adabn")
+def adabn_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run whose model has batch norm.")],
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt) or last (checkpoint.pt)")] = "selected",
+    data_root: DataRoot = None,
+) -> None:
+    """AdaBN: recompute batch-norm statistics on the run's unlabeled target training images
+    and report target accuracy before and after (writes RUN/adabn.pt and RUN/adabn.json)."""
+    from .api import adabn
+
+    try:
+        summary = adabn(run_dir, data_root, which)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(
+        f"AdaBN on {summary['layers']} batch-norm layers over {summary['target_images']} target "
+        f"images: target accuracy {100 * summary['before']['accuracy']:.2f}% -> "
+        f"{100 * summary['after']['accuracy']:.2f}%  (weights: {run_dir / 'adabn.pt'})")
+
+
 @app.command("list")
 def list_registered(
     what: Annotated[str, typer.Argument(

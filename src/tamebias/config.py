@@ -38,6 +38,21 @@ class MethodConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Batched on-device augmentation (``data/augment.py``). ``source`` and ``target`` pick the
+    view applied to the regular source / target batches: ``none``, ``weak`` or ``strong``.
+    Methods that train on a strong target view (FixMatch-style consistency) receive it besides
+    the regular one. ``policy`` ``auto`` is ``digits`` for 1-channel or <= 32 px inputs (no
+    flips, zero padding) and ``natural`` otherwise (flips, reflection, colour); ``strength``
+    scales every magnitude."""
+
+    policy: str = "auto"
+    source: str = "none"
+    target: str = "none"
+    strength: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Source and target datasets and the one input geometry of the task.
 
@@ -59,6 +74,7 @@ class DataConfig:
     source_val_fraction: float = 0.1
     batch_size: int = 128
     on_device: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -66,6 +82,8 @@ class ModelConfig:
     backbone: str = "lenet"
     pretrained: str | None = None
     channels_last: bool = True  # NHWC memory format for convolutions (faster on CPU and GPU)
+    # none | bn | in | ibn | dsbn (models/norm.py); unset: the backbone's own (LeNet none, else bn)
+    norm: str | None = None
 
 
 @dataclass
@@ -82,6 +100,9 @@ class TrainConfig:
     selection: str = "source_val"
     amp: bool = False
     progress: bool = True
+    # AdaBN: after training, recompute batch-norm statistics on the target training images
+    # (needs a model with batch norm, e.g. model.norm=bn); the result is the adapted model
+    adabn: bool = False
 
 
 @dataclass
@@ -278,6 +299,18 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
+    from .data.augment import POLICIES, VIEWS
+
+    augment = config.data.augment
+    if augment.policy not in POLICIES:
+        raise ConfigError(f"data.augment.policy must be one of {', '.join(POLICIES)}, "
+                          f"got {augment.policy!r}")
+    for name in ("source", "target"):
+        if getattr(augment, name) not in VIEWS:
+            raise ConfigError(f"data.augment.{name} must be one of {', '.join(VIEWS)}, "
+                              f"got {getattr(augment, name)!r}")
+    if augment.strength < 0:
+        raise ConfigError("data.augment.strength must not be negative")
     if config.data.batch_size < 1:
         raise ConfigError("data.batch_size must be positive")
     if config.data.size is not None and config.data.size < 8:
@@ -289,6 +322,11 @@ def validate(config: RunConfig) -> None:
     from .registry import lookup
 
     lookup(BACKBONES, config.model.backbone, "backbone")
+    from .models.norm import NORMS
+
+    if config.model.norm is not None and config.model.norm not in NORMS:
+        raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, "
+                          f"got {config.model.norm!r}")
     for name in ("log_every", "eval_every", "checkpoint_every"):
         if getattr(config.train, name) < 1:
             raise ConfigError(f"train.{name} must be positive")

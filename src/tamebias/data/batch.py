@@ -22,10 +22,13 @@ class LabeledBatch:
 
 @dataclass(frozen=True)
 class UnlabeledBatch:
-    """Images as float tensors in [0, 1] and their dataset indices; deliberately no labels."""
+    """Images as float tensors in [0, 1] and their dataset indices; deliberately no labels.
+    ``strong`` is a second, strongly augmented view of the same images, present only for
+    methods that declare ``DataNeeds(strong_target=True)``."""
 
     images: Tensor
     indices: Tensor
+    strong: Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]

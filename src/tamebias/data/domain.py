@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from .augment import Augmenter
 from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
 from .imageset import DataError, ImageSet
@@ -137,13 +138,22 @@ def prepare_data(config: DataConfig) -> DomainData:
 
 class DomainStreams:
     """Typed batches for step ``k``: images are indexed out of uint8 tensors kept on the
-    training device and turned into floats in [0, 1] there."""
+    training device, turned into floats in [0, 1] there and augmented there (``augmenter``
+    with the view named for each stream; ``strong_target`` adds a strong target view)."""
 
     def __init__(
         self, data: DomainData, batch_size: int, seed: int, device: torch.device,
         target: bool, labeled_target: bool, on_device: bool = True, source: bool = True,
+        augmenter: Augmenter | None = None, source_view: str = "none",
+        target_view: str = "none", strong_target: bool = False,
     ) -> None:
         self.device = device
+        if augmenter is None and (strong_target or source_view != "none"
+                                  or target_view != "none"):
+            raise ValueError("augmented views need an augmenter")
+        self.augmenter = augmenter
+        self.source_view, self.target_view = source_view, target_view
+        self.strong_target = strong_target
         storage = device if on_device else torch.device("cpu")
         self.source = None  # the oracle reads no source batch: none is drawn
         if source:
@@ -163,21 +173,30 @@ class DomainStreams:
         images = storage[indices.to(storage.device)].to(self.device, non_blocking=True)
         return images.float().div_(255)
 
-    def _labeled(self, images: Tensor, labels: Tensor, indices: Tensor) -> LabeledBatch:
-        return LabeledBatch(self._images(images, indices),
+    def _view(self, images: Tensor, view: str, stream: int, step: int) -> Tensor:
+        if view == "none" or self.augmenter is None:
+            return images
+        return self.augmenter(images, view, stream, step)
+
+    def _labeled(self, images: Tensor, labels: Tensor, indices: Tensor, view: str,
+                 stream: int, step: int) -> LabeledBatch:
+        return LabeledBatch(self._view(self._images(images, indices), view, stream, step),
                             labels[indices.to(labels.device)].to(self.device), indices)
 
     def batch(self, step: int) -> DomainBatch:
         source = None
         if self.source is not None:
             source = self._labeled(self.source_images, self.source_labels,
-                                   self.source.indices(step))
+                                   self.source.indices(step), self.source_view, 0, step)
         target = labeled_target = None
         if self.target is not None:
             target_indices = self.target.indices(step)
-            target = UnlabeledBatch(self._images(self.target_images, target_indices),
-                                    target_indices)
+            clean = self._images(self.target_images, target_indices)
+            strong = self._view(clean, "strong", 3, step) if self.strong_target else None
+            target = UnlabeledBatch(self._view(clean, self.target_view, 1, step),
+                                    target_indices, strong)
         if self.labeled_target is not None:
             labeled_target = self._labeled(self.target_images, self.target_labels,
-                                           self.labeled_target.indices(step))
+                                           self.labeled_target.indices(step),
+                                           self.target_view, 2, step)
         return DomainBatch(source, target, labeled_target)

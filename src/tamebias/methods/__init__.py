@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ..config import MethodConfig
+from ..config import ConfigError, MethodConfig
 from ..models.classifier import Classifier
+from ..models.norm import has_domain_norm
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
 from .dann import DANN
 from .oracle import Oracle
+from .selftrain import FixMatch, MeanTeacher, SelfTrainingMethod
 from .source_only import SourceOnly
 
 METHODS: dict[str, type[Method]] = {
@@ -16,11 +18,20 @@ METHODS: dict[str, type[Method]] = {
     "oracle": Oracle,
     "dann": DANN,
     "adda": ADDA,
+    "self_training": SelfTrainingMethod,
+    "fixmatch": FixMatch,
+    "mean_teacher": MeanTeacher,
 }
 
 
 def build_method(config: MethodConfig, classifier: Classifier) -> Method:
-    method = lookup(METHODS, config.name, "method")(config, classifier)
+    method_class = lookup(METHODS, config.name, "method")
+    if has_domain_norm(classifier) and not method_class.domain_aware:
+        aware = ", ".join(name for name, kind in METHODS.items() if kind.domain_aware)
+        raise ConfigError(
+            f"model.norm=dsbn needs a method that trains on both domains and routes each to "
+            f"its own norms ({aware}); {config.name} does not")
+    method = method_class(config, classifier)
     method.freeze()
     return method
 

@@ -23,6 +23,7 @@ class DataNeeds:
     target: bool = True
     labeled_target: bool = False
     source: bool = True  # the oracle trains on target labels alone
+    strong_target: bool = False  # a strongly augmented second view of the target batch
 
 
 class StepContext(Protocol):
@@ -75,6 +76,8 @@ class Method(nn.Module):
     frozen_modules: ClassVar[tuple[str, ...]] = ()
     selection: ClassVar[str | None] = None  # forces a model-selection rule when set
     demo: ClassVar[bool] = False  # part of `tamebias demo`
+    # routes source and target forwards to their own domain-specific norms (model.norm=dsbn)
+    domain_aware: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, classifier: Classifier) -> None:
         super().__init__()
@@ -92,6 +95,12 @@ class Method(nn.Module):
     def features(self, images: Tensor) -> Tensor:
         """The features the head sees (used for diagnosis and t-SNE)."""
         return self.classifier.features(images)
+
+    def rule_updated(self) -> tuple[str, ...]:
+        """Name prefixes of parameters that move by an explicit rule, not by gradients
+        (e.g. an EMA teacher); they never take gradients."""
+        return tuple(f"{name}.teacher." for name, module in self.named_children()
+                     if getattr(module, "teacher", None) is not None)
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)

@@ -14,8 +14,10 @@ from ..data.batch import DomainBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
 from ..models.layers import reverse_gradient
-from .base import Method, Stage, StepContext
+from ..models.norm import use_domain
+from .base import DataNeeds, Method, Stage, StepContext
 from .common import binary_accuracy, domain_labels
+from .selftrain import SelfTraining, SelfTrainingConfig, needs_strong_view
 
 
 @dataclass
@@ -28,6 +30,8 @@ class DANNConfig(MethodConfig):
     ramp: bool = True  # coefficient = weight * (2 / (1 + exp(-10 p)) - 1)
     critic_hidden: tuple[int, ...] = (500, 500)
     critic_dropout: float = 0.0
+    # a target self-training term on top (methods/selftrain.py), e.g. mode=pseudo_label
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
 
 
 class DANN(Method):
@@ -40,11 +44,14 @@ class DANN(Method):
 
     Config = DANNConfig
     description = "DANN: feature alignment through gradient reversal (Ganin & Lempitsky 2015)"
+    domain_aware = True
 
     def __init__(self, config: DANNConfig, classifier: Classifier) -> None:
         super().__init__(config, classifier)
         self.critic = DomainCritic(classifier.feature_dim, config.critic_hidden,
                                    config.critic_dropout)
+        self.self_training = SelfTraining(config.self_training, classifier)
+        self.needs = DataNeeds(strong_target=needs_strong_view(config.self_training))
 
     def coefficient(self, progress: float) -> float:
         ramp = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0 if self.config.ramp else 1.0
@@ -58,8 +65,8 @@ class DANN(Method):
         source, target = batch.source, batch.target
         assert source is not None and target is not None
         coefficient = self.coefficient(ctx.progress)
-        with ctx.autocast():
-            # one encoder pass over both domains (LeNet has no BatchNorm to mix statistics)
+        with ctx.autocast(), use_domain(self.classifier, len(source)):
+            # one encoder pass over both domains; domain-specific norms split it at the seam
             features = self.classifier.features(torch.cat([source.images, target.images]))
             source_features = features[: len(source)]
             class_logits = self.classifier.head(source_features)
@@ -67,8 +74,11 @@ class DANN(Method):
             labels = domain_labels(len(source), len(target), features.device)
             domain_logits = self.critic(reverse_gradient(features, coefficient))
             domain_loss = F.binary_cross_entropy_with_logits(domain_logits.float(), labels)
-        ctx.update("model", class_loss + domain_loss)
+        target_loss, extra = self.self_training.loss(target, ctx)
+        ctx.update("model", class_loss + domain_loss + target_loss)
+        self.self_training.after_update(ctx)
         return {
+            **(extra if self.self_training.enabled else {}),
             "class_loss": class_loss.detach(),
             "domain_loss": domain_loss.detach(),
             "domain_accuracy": binary_accuracy(domain_logits, labels),

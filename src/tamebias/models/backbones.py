@@ -13,25 +13,33 @@ import torch
 from torch import nn
 
 from ..registry import lookup
+from .norm import NORMS, convert_norm
 
 
 class LeNet(nn.Module):
     """The LeNet variant of ADDA (Tzeng et al., 2017): two 5x5 convolutions (20, 50 filters),
-    max pooling, and a 500-unit fully connected layer; features are the 500 units."""
+    max pooling, and a 500-unit fully connected layer; features are the 500 units. The paper's
+    network has no normalization; ``batch_norm`` adds it after each convolution and the fully
+    connected layer (the base for the BN, IN, IBN and DSBN options)."""
 
-    def __init__(self, in_channels: int, size: int) -> None:
+    def __init__(self, in_channels: int, size: int, batch_norm: bool = False) -> None:
         super().__init__()
+
+        def norm(channels: int, kind: type[nn.Module]) -> list[nn.Module]:
+            return [kind(channels)] if batch_norm else []
+
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(0.5), nn.MaxPool2d(2),
-            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 20, kernel_size=5), *norm(20, nn.BatchNorm2d),
+            nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(20, 50, kernel_size=5), *norm(50, nn.BatchNorm2d), nn.Dropout2d(0.5),
+            nn.MaxPool2d(2), nn.ReLU(inplace=True),
         )
         spatial = ((size - 4) // 2 - 4) // 2
         if spatial < 1:
             raise ValueError(f"LeNet needs inputs of at least 16x16, got {size}x{size}")
         self.fc = nn.Sequential(
-            nn.Flatten(), nn.Linear(50 * spatial * spatial, 500), nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
+            nn.Flatten(), nn.Linear(50 * spatial * spatial, 500), *norm(500, nn.BatchNorm1d),
+            nn.ReLU(inplace=True), nn.Dropout(0.5),
         )
         self.feature_dim = 500
 
@@ -127,6 +135,7 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
 class BackboneInfo:
     description: str
     build: Callable[[int, int, str | None, bool], nn.Module]
+    default_norm: str = "bn"  # what model.norm unset means for this backbone
 
 
 def _no_pretrained(name: str, builder: Callable[[int, int], nn.Module]):
@@ -142,6 +151,7 @@ BACKBONES: dict[str, BackboneInfo] = {
     "lenet": BackboneInfo(
         "LeNet as in ADDA: 2 conv (20, 50) + 500-d features; digits at 28 or 32 px",
         _no_pretrained("lenet", LeNet),
+        default_norm="none",
     ),
     "dtn": BackboneInfo(
         "DTN: 3 strided conv with BN (64/128/256) + 512-d features; SVHN-size 32 px digits",
@@ -162,8 +172,18 @@ BACKBONES: dict[str, BackboneInfo] = {
 
 def build_backbone(
     name: str, in_channels: int, size: int, pretrained: str | None = None,
-    load_weights: bool = True,
+    load_weights: bool = True, norm: str | None = None,
 ) -> nn.Module:
     """``load_weights=False`` builds the pretrained layout without reading the weights (for
-    restoring a checkpoint of a run that started from them)."""
-    return lookup(BACKBONES, name, "backbone").build(in_channels, size, pretrained, load_weights)
+    restoring a checkpoint of a run that started from them). ``norm`` (``models/norm.py``:
+    none, bn, in, ibn, dsbn) converts the backbone's batch norms; unset keeps its default
+    (none for LeNet, bn otherwise)."""
+    info = lookup(BACKBONES, name, "backbone")
+    kind = norm or info.default_norm
+    if kind not in NORMS:
+        raise ValueError(f"model.norm must be one of {', '.join(NORMS)}, got {kind!r}")
+    if name == "lenet" and kind != "none":
+        network = LeNet(in_channels, size, batch_norm=True)  # BN layers to convert from
+    else:
+        network = info.build(in_channels, size, pretrained, load_weights)
+    return convert_norm(network, kind)

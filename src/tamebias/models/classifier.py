@@ -50,11 +50,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build_classifier(
     backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None,
-    channels_last: bool = True, load_weights: bool = True,
+    channels_last: bool = True, load_weights: bool = True, norm: str | None = None,
 ) -> Classifier:
     """The backbone by name plus a head; ImageNet-pretrained backbones get ImageNet
     normalization, everything else maps [0, 1] to [-1, 1]."""
-    network = build_backbone(backbone, channels, size, pretrained, load_weights)
+    network = build_backbone(backbone, channels, size, pretrained, load_weights, norm)
     if pretrained and channels == 3:
         return Classifier(network, num_classes, IMAGENET_MEAN, IMAGENET_STD, channels_last)
     return Classifier(network, num_classes, channels_last=channels_last)

@@ -17,6 +17,7 @@ from ..config import OptimConfig
 from ..data.domain import DomainData, DomainStreams
 from ..evaluation.metrics import Evaluation, evaluate
 from ..methods.base import Method, Stage, trainable_parameters
+from ..models.norm import use_domain
 from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, set_learning_rate
@@ -107,11 +108,13 @@ class Trainer:
         self.method.eval()
         with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if self.amp and
                                self.device.type == "cuda" else contextlib.nullcontext()):
-            target = evaluate(self.method.predict, self.data.target_test, self.device)
-            source = (
-                evaluate(self.method.predict, self.data.source_val, self.device)
-                if self.data.source_val is not None else None
-            )
+            with use_domain(self.method, "target"):
+                target = evaluate(self.method.predict, self.data.target_test, self.device)
+            with use_domain(self.method, "source"):
+                source = (
+                    evaluate(self.method.predict, self.data.source_val, self.device)
+                    if self.data.source_val is not None else None
+                )
         self.method.train()
         return target, source
 
