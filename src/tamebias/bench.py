@@ -16,7 +16,7 @@ from .api import RunResult, fit, run_identity
 from .config import load_config
 from .data.domain import prepare_data
 from .registry import lookup
-from .tasks import TASKS
+from .tasks import TASKS, resolve_variant
 
 
 @contextmanager
@@ -35,8 +35,19 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def row_from_runs(task: str, results: list[RunResult]) -> dict[str, Any]:
-    """One results row from the runs of one task x method (one run per seed)."""
+def augmentation_label(config: dict[str, Any]) -> str:
+    augment = config["data"].get("augment") or {}
+    views = {name: augment.get(name, "none") for name in ("source", "target")}
+    if all(view == "none" for view in views.values()):
+        return "none"
+    return (f"{augment.get('policy', 'auto')} policy: source {views['source']}, "
+            f"target {views['target']}")
+
+
+def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
+                  variant_overrides: list[str] | None = None) -> dict[str, Any]:
+    """One results row from the runs of one task x method (one run per seed); ``label``
+    names a variant (a method plus ``variant_overrides``)."""
     first = results[0]
     accuracies = [100 * r.accuracy for r in results]
     config = first.config
@@ -48,9 +59,12 @@ def row_from_runs(task: str, results: list[RunResult]) -> dict[str, Any]:
             "subset": protocol["subset"], "input": protocol["input"],
             "source_train": protocol["source_train"], "source_val": protocol["source_val"],
             "target_train": protocol["target_train"], "target_test": protocol["target_test"],
-            "augmentation": "none", "batch_size": config["data"]["batch_size"],
+            "augmentation": augmentation_label(config),
+            "batch_size": config["data"]["batch_size"],
         },
-        "method": first.method,
+        "method": label or first.method,
+        "norm": config["model"].get("norm"),
+        "variant_overrides": list(variant_overrides or []),
         "backbone": config["model"]["backbone"],
         "steps": first.steps,
         "seeds": [r.config["train"]["seed"] for r in results],
@@ -161,7 +175,8 @@ def run_bench(
     for task_name in tasks:
         task = lookup(TASKS, task_name, "task")
         data = None
-        for method in methods:
+        for label in methods:
+            method, variant_overrides = resolve_variant(label)
             results = []
             for seed in seeds:
                 # overrides may name {task}, {seed} and {suite}, e.g. ADDA reusing the
@@ -169,17 +184,18 @@ def run_bench(
                 fields = {"task": task_name, "seed": seed, "suite": suite}
                 config = load_config(None, [
                     f"method.name={method}", *task.overrides(), f"train.seed={seed}",
-                    "train.progress=false", *(o.format(**fields) for o in overrides or []),
+                    "train.progress=false", *variant_overrides,
+                    *(o.format(**fields) for o in overrides or []),
                 ])
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task
-                run_dir = Path(runs_dir) / suite / task_name / method / f"seed{seed}"
+                run_dir = Path(runs_dir) / suite / task_name / label / f"seed{seed}"
                 saved = run_dir / "config.json"
                 if saved.exists() and run_identity(json.loads(saved.read_text())) != \
                         run_identity(config.to_dict()):
                     shutil.rmtree(run_dir)  # a stale run of another config: start afresh
                 results.append(fit(config, run_dir=run_dir, data=data))
-            row = row_from_runs(task_name, results)
+            row = row_from_runs(task_name, results, label, variant_overrides)
             rows.append(row)
             with locked(results_dir / f".{suite}.lock"):  # several bench processes may share
                 merged = merge_rows(json_path, [row])

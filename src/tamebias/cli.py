@@ -141,13 +141,13 @@ def adabn_command(
 @app.command("list")
 def list_registered(
     what: Annotated[str, typer.Argument(
-        help="datasets, backbones, methods, tasks, or all")] = "all",
+        help="datasets, backbones, methods, variants, tasks, or all")] = "all",
 ) -> None:
     """List datasets, backbones, methods and benchmark tasks, one line each."""
     from .data.datasets import DATASETS
     from .methods import METHODS
     from .models.backbones import BACKBONES
-    from .tasks import TASKS
+    from .tasks import TASKS, VARIANTS
 
     sections = {
         "datasets": {**{n: d.description for n, d in DATASETS.items()},
@@ -157,6 +157,8 @@ def list_registered(
                      "folder with train.npz / test.npz"},
         "backbones": {n: b.description for n, b in BACKBONES.items()},
         "methods": {n: m.description for n, m in METHODS.items()},
+        "variants": {n: f"{v.description} ({v.method} {' '.join(v.overrides)})"
+                     for n, v in VARIANTS.items()},
         "tasks": {n: t.description for n, t in TASKS.items()},
     }
     if what != "all" and what not in sections:
@@ -242,7 +244,9 @@ def bench(
         help="Results file name (and default task list).")] = "digits",
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task names "
                                               "(default: the suite's).")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "source_only,oracle",
+    methods: Annotated[str, typer.Option(
+        help="Comma-separated methods or variants (tamebias list variants).")
+    ] = "source_only,oracle",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     overrides: Overrides = None,
     data_root: DataRoot = None,

@@ -73,3 +73,42 @@ SUITES: dict[str, list[str]] = {
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named method configuration for benchmark rows: a registered method plus overrides
+    (e.g. a normalization option or augmentation). ``tamebias bench --methods`` accepts
+    variant names beside method names; the row is labelled with the variant's name."""
+
+    method: str
+    overrides: tuple[str, ...]
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "adabn": Variant("source_only", ("model.norm=bn", "train.adabn=true"),
+                     "source only with batch norm, then AdaBN on target statistics"),
+    "source_only+in": Variant("source_only", ("model.norm=in",),
+                              "source only with instance norm in the convolutions"),
+    "source_only+ibn": Variant("source_only", ("model.norm=ibn",),
+                               "source only with IBN-a (half instance, half batch norm)"),
+    "source_only+aug": Variant("source_only", ("data.augment.source=strong",),
+                               "source only on strongly augmented source images"),
+    "pseudo_label": Variant("self_training", (),
+                            "source CE + online pseudo-labels (confidence >= 0.95)"),
+    "pseudo_label+dsbn": Variant("self_training", ("model.norm=dsbn",),
+                                 "online pseudo-labels with domain-specific batch norm"),
+    "dann+dsbn": Variant("dann", ("model.norm=dsbn",), "DANN with domain-specific batch norm"),
+    "fixmatch+bn+aug": Variant(
+        "fixmatch", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
+        "FixMatch consistency + batch norm + weak views of source and target (the combination)"),
+}
+
+
+def resolve_variant(name: str) -> tuple[str, list[str]]:
+    """A method or variant name -> (registered method, extra overrides)."""
+    if name in VARIANTS:
+        variant = VARIANTS[name]
+        return variant.method, list(variant.overrides)
+    return name, []
