@@ -66,7 +66,8 @@ def main() -> None:
     rows = {label: fit_speed(overrides, arguments.steps, arguments.threads)
             for label, overrides in ROWS.items()}
     augment = {view: augment_milliseconds(view) for view in ("weak", "strong")}
-    base_step_ms = 1000 / rows["source_only (LeNet, no norm)"]["steps_per_second"]
+    base = rows["source_only (LeNet, no norm)"]["steps_per_second"]
+    base_step_ms = 1000 / base
     record = {"steps": arguments.steps, "threads": arguments.threads, "rows": rows,
               "augment_ms_per_128": augment, "source_only_step_ms": base_step_ms,
               "machine": machine_info(torch.device("cpu")),
@@ -81,7 +82,7 @@ def main() -> None:
         "| configuration | images/s (all images read) | steps/s | step vs source-only |",
         "|---|---|---|---|",
         *(f"| {label} | {row['images_per_second']:.0f} | {row['steps_per_second']:.1f} | "
-          f"{rows['source_only (LeNet, no norm)']['steps_per_second'] / row['steps_per_second']:.2f}x |"
+          f"{base / row['steps_per_second']:.2f}x |"
           for label, row in rows.items()),
         "",
         f"- one augmentation call on 128 images: weak {augment['weak']:.2f} ms, strong "
