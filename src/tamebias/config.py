@@ -59,6 +59,12 @@ class DataConfig:
     source_val_fraction: float = 0.1
     batch_size: int = 128
     on_device: bool = True
+    # category shift (data/shift.py): a preset name, or class lists (names or indices);
+    # all unset = closed set on identical class lists
+    category_shift: str | None = None
+    shared_classes: list[str | int] | None = None
+    source_private: list[str | int] | None = None
+    target_private: list[str | int] | None = None
 
 
 @dataclass
@@ -82,6 +88,10 @@ class TrainConfig:
     selection: str = "source_val"
     amp: bool = False
     progress: bool = True
+    # open-set rejection under a category shift: "entropy" (reject when entropy > threshold,
+    # default log(K)/2 as in DANCE) or "confidence" (reject when max softmax < threshold, 0.5)
+    rejection: str = "entropy"
+    rejection_threshold: float | None = None
 
 
 @dataclass
@@ -278,6 +288,9 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
+    if config.train.rejection not in ("entropy", "confidence"):
+        raise ConfigError(f"train.rejection must be entropy or confidence, "
+                          f"got {config.train.rejection!r}")
     if config.data.batch_size < 1:
         raise ConfigError("data.batch_size must be positive")
     if config.data.size is not None and config.data.size < 8:
