@@ -126,7 +126,9 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
         "per-class accuracy over shared classes (rejections count as errors), `unknown` the "
         "recall of target-private samples, `H` their harmonic mean, `per-class` DANCE's mean "
         "over shared classes plus *unknown* as one class. `closed acc` is plain argmax "
-        "accuracy (no rejection; unknown samples always wrong). `H (last)` is the final model.",
+        "accuracy (no rejection; unknown samples always wrong): the number DANCE reports in "
+        "the closed and partial settings, where the target has no unknowns. `H (last)` is the "
+        "final model.",
         "",
         "| task | setting | method | steps | selection | rejection | H | per-class | known | "
         "unknown | closed acc | H per seed | H (last) | wall s |",
