@@ -202,3 +202,18 @@ def test_closed_runs_have_no_open_set_fields(tiny_overrides):
     result = fit(None, [*tiny_overrides, "method.steps=2"])
     assert result.target["open_set"] is None and "setting" not in result.protocol
     assert category_shift_fields([result]) == {}
+
+
+def test_runs_saved_before_the_new_settings_keep_their_identity():
+    """Bench and resume compare saved configs; settings added later take their defaults."""
+    from tamebias.api import run_identity
+
+    config = load_config(None, ["method.name=dann"]).to_dict()
+    old = json.loads(json.dumps(config))
+    for key in ("category_shift", "shared_classes", "source_private", "target_private"):
+        del old["data"][key]
+    del old["train"]["rejection"], old["train"]["rejection_threshold"]
+    assert run_identity(old) == run_identity(config)
+    changed = json.loads(json.dumps(config))
+    changed["data"]["category_shift"] = "digits-partial"
+    assert run_identity(changed) != run_identity(config)

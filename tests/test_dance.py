@@ -162,3 +162,30 @@ def test_evaluate_logits_applies_the_rule_before_counting():
     # samples 2 and 4 are near-uniform: rejected, both truly unknown
     assert result.unknown_recall == 1.0 and result.known_accuracy == 1.0
     assert result.h_score == 1.0
+
+
+def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, monkeypatch):
+    from tamebias import api
+    from tamebias.training import checkpoint
+
+    overrides = [*tiny_overrides, "method.name=dance", "data.target_private=[2]",
+                 "method.steps=8", "train.checkpoint_every=3"]
+    full = api.fit(None, overrides, run_dir=tmp_path / "full")
+    original, calls = DANCE.adapt_step, {"count": 0}
+
+    def crash_after_five(self, *args):
+        calls["count"] += 1
+        if calls["count"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(DANCE, "adapt_step", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        api.fit(None, overrides, run_dir=tmp_path / "killed")
+    monkeypatch.setattr(DANCE, "adapt_step", original)
+    resumed = api.fit(None, None, run_dir=tmp_path / "killed")
+    assert resumed.history == full.history and resumed.target == full.target
+    final = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["method"]
+    assert final["memory.written"].any()
+    again = checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["method"]
+    assert all(torch.equal(final[k], again[k]) for k in final)
