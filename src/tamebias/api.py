@@ -90,10 +90,11 @@ def run_identity(config: dict[str, Any]) -> str:
     """The settings that define what a run computes: not where data lives, how progress is
     shown, or how many threads compute it. Settings added to the config after a run was made
     count at their defaults, so older runs keep their identity."""
+    values = json.loads(json.dumps(config))
     try:
-        values = load_config(config).to_dict()
-    except ConfigError:
-        values = json.loads(json.dumps(config))
+        values = load_config(values).to_dict()
+    except (ConfigError, ValueError, KeyError):
+        pass
     values["data"].pop("root", None)
     values["data"].pop("download", None)
     for key in ("progress", "threads"):
@@ -109,6 +110,20 @@ def make_run_dir(config: RunConfig) -> Path:
         f"-seed{config.train.seed}-{stamp}"
     ).replace(":", "_").replace("/", "_")
     return Path(config.output_dir) / name
+
+
+def rejection_rule(config: RunConfig, method: Any, protocol: dict[str, Any]):
+    """The open-set rejection rule of a category-shift run (None for a plain closed-set run):
+    ``train.rejection`` with ``train.rejection_threshold``, else the method's own threshold
+    (DANCE's rho), else log(K)/2 for entropy and 0.5 for confidence."""
+    from .evaluation.openset import make_rule
+
+    if "category_shift" not in protocol:
+        return None
+    threshold = config.train.rejection_threshold
+    if threshold is None and config.train.rejection == "entropy":
+        threshold = getattr(method, "rejection_threshold", None)
+    return make_rule(config.train.rejection, method.num_classes, threshold)
 
 
 def build_run(config: RunConfig, data: DomainData | None = None):
@@ -179,7 +194,7 @@ def fit(
     trainer = Trainer(
         method, data, streams, run_dir, device, selection, config.train.log_every,
         config.train.eval_every, config.train.checkpoint_every, config.train.amp,
-        config.train.progress,
+        config.train.progress, rejection=rejection_rule(config, method, data.protocol),
     )
     report = trainer.run()
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
@@ -272,9 +287,15 @@ class TrainedRun:
         dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
                                hint)
         dataset = to_geometry(dataset, size, channels)
-        if dataset.classes != self.protocol["classes"]:
+        expected = self.protocol["classes"]
+        if "category_shift" in self.protocol:  # the run's class split, unknowns relabelled
+            from .data.shift import CategoryShift
+
+            shift = CategoryShift.from_card(self.protocol["category_shift"])
+            dataset, expected = shift.relabel_target(dataset), shift.target_classes
+        if dataset.classes != expected:
             raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
-                            f"trained on {self.protocol['classes']}")
+                            f"trained on {expected}")
         return dataset
 
 
@@ -323,4 +344,5 @@ def evaluate_run(
     on another dataset converted to the run's input geometry."""
     run = load_run(run_dir, which, root)
     dataset = run.load_split(target or run.config.data.target, split)
-    return evaluate(run.method.predict, dataset, run.device)
+    return evaluate(run.method.predict, dataset, run.device,
+                    rejection=rejection_rule(run.config, run.method, run.protocol))

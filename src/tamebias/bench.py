@@ -61,6 +61,8 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
             "target_train": protocol["target_train"], "target_test": protocol["target_test"],
             "augmentation": augmentation_label(config),
             "batch_size": config["data"]["batch_size"],
+            **({"category_shift": protocol["category_shift"]}
+               if "category_shift" in protocol else {}),
         },
         "method": label or first.method,
         "norm": config["model"].get("norm"),
@@ -88,7 +90,98 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
         "tamebias_version": __version__,
         "method_config": config["method"],
         "runs": [r.run_dir for r in results],
+        **category_shift_fields(results),
     }
+
+
+OPEN_SET_METRICS = ("h_score", "per_class_mean", "known_accuracy", "unknown_recall")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present and len(present) == len(values) else None
+
+
+def category_shift_fields(results: list[RunResult]) -> dict[str, Any]:
+    """The setting, class split, rejection rule and open-set means (%) of category-shift runs;
+    nothing for closed-set runs on identical classes."""
+    shift = results[0].protocol.get("category_shift")
+    if not shift:
+        return {}
+    fields: dict[str, Any] = {
+        "setting": shift["setting"],
+        "classes": {key: shift[key] for key in ("preset", "shared", "source_private",
+                                                 "target_private")},
+        "rejection": results[0].target["open_set"]["rejection"],
+    }
+    for key in OPEN_SET_METRICS:
+        values = [r.target["open_set"][key] for r in results]
+        per_seed = [None if v is None else 100 * v for v in values]
+        fields[f"{key}_mean"] = _mean(per_seed)
+        fields[f"{key}_per_seed"] = per_seed
+        # the `last` rule: the final evaluation of every run (no target labels used)
+        last = [r.history[-1].get(f"target_{key}") if r.history else None for r in results]
+        fields[f"last_{key}_mean"] = _mean([None if v is None else 100 * v for v in last])
+    return fields
+
+
+def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of a category-shift suite."""
+
+    def show(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    lines = [
+        f"# Results: {suite}",
+        "",
+        "Written by `tamebias bench` from run records; do not edit by hand. Target test split, "
+        "%, mean over seeds, model picked by `selection` (no target labels). A sample whose "
+        "`rejection` score passes the threshold is answered *unknown*. `known` is the mean "
+        "per-class accuracy over shared classes (rejections count as errors), `unknown` the "
+        "recall of target-private samples, `H` their harmonic mean, `per-class` DANCE's mean "
+        "over shared classes plus *unknown* as one class. `closed acc` is plain argmax "
+        "accuracy (no rejection; unknown samples always wrong): the number DANCE reports in "
+        "the closed and partial settings, where the target has no unknowns. `H (last)` is the "
+        "final model.",
+        "",
+        "| task | setting | method | steps | selection | rejection | H | per-class | known | "
+        "unknown | closed acc | H per seed | H (last) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {name: i for i, name in enumerate(("closed", "partial", "open-set", "open-partial"))}
+    for row in sorted(rows, key=lambda r: (r["protocol"]["source"], order.get(
+            r.get("setting"), 9), r["method"])):
+        rule = row.get("rejection") or {}
+        per_seed = " / ".join(show(v) for v in row.get("h_score_per_seed", [])
+                              if v is not None)
+        lines.append(
+            f"| {row['task']} | {row.get('setting', 'closed')} | {row['method']} | "
+            f"{row['steps']} | {row['selection']} | "
+            f"{rule.get('kind', '')} {show(rule.get('threshold'))} | "
+            f"{show(row.get('h_score_mean'))} | {show(row.get('per_class_mean_mean'))} | "
+            f"{show(row.get('known_accuracy_mean'))} | "
+            f"{show(row.get('unknown_recall_mean'))} | {row['accuracy_mean']:.2f} | "
+            f"{per_seed} | {show(row.get('last_h_score_mean'))} | "
+            f"{row['wall_seconds']:.0f} |"
+        )
+    lines += ["", "## Class splits", ""]
+    seen = set()
+    for row in sorted(rows, key=lambda r: r["task"]):
+        if row["task"] in seen or "classes" not in row:
+            continue
+        seen.add(row["task"])
+        classes, protocol = row["classes"], row["protocol"]
+        lines.append(
+            f"- **{row['task']}** ({row['setting']}, preset {classes['preset']}): "
+            f"shared {', '.join(classes['shared'])}; source-private "
+            f"{', '.join(classes['source_private']) or 'none'}; target-private (unknown) "
+            f"{', '.join(classes['target_private']) or 'none'}. {protocol['source']} -> "
+            f"{protocol['target']}; source train/val {protocol['source_train']}/"
+            f"{protocol['source_val']}, target train {protocol['target_train']}, target test "
+            f"{protocol['target_test']}; input {protocol['input']}; batch "
+            f"{protocol['batch_size']}."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -105,6 +198,8 @@ def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
+    if any("setting" in row for row in rows):
+        return category_shift_table(suite, rows)
     lines = [
         f"# Results: {suite}",
         "",

@@ -115,6 +115,14 @@ def evaluate(
     for index, value in enumerate(result.per_class_accuracy):
         table.add_row(str(index), f"{100 * value:.1f}")
     console.print(table)
+    if result.open_set:  # a category-shift run: the rule and the open-set metrics
+        open_set, rule = result.open_set, result.open_set["rejection"]
+        shown = {key: "n/a" if open_set[key] is None else f"{100 * open_set[key]:.2f}%"
+                 for key in ("h_score", "per_class_mean", "known_accuracy", "unknown_recall")}
+        console.print(f"open set (reject when {rule['kind']} passes {rule['threshold']:.3f}): "
+                      f"H-score {shown['h_score']}  per-class mean {shown['per_class_mean']}  "
+                      f"known {shown['known_accuracy']}  unknown recall "
+                      f"{shown['unknown_recall']}")
 
 
 @app.command("adabn")
@@ -141,10 +149,11 @@ def adabn_command(
 @app.command("list")
 def list_registered(
     what: Annotated[str, typer.Argument(
-        help="datasets, backbones, methods, variants, tasks, or all")] = "all",
+        help="datasets, backbones, methods, variants, tasks, shifts, or all")] = "all",
 ) -> None:
     """List datasets, backbones, methods and benchmark tasks, one line each."""
     from .data.datasets import DATASETS
+    from .data.shift import PRESETS
     from .methods import METHODS
     from .models.backbones import BACKBONES
     from .tasks import TASKS, VARIANTS
@@ -160,6 +169,7 @@ def list_registered(
         "variants": {n: f"{v.description} ({v.method} {' '.join(v.overrides)})"
                      for n, v in VARIANTS.items()},
         "tasks": {n: t.description for n, t in TASKS.items()},
+        "shifts": {n: p.description for n, p in PRESETS.items()},
     }
     if what != "all" and what not in sections:
         _fail(UnknownNameError(f"nothing called {what!r} to list; choose from "
@@ -275,7 +285,11 @@ def bench(
     def show(row: dict) -> None:
         console.print(f"{row['task']:<20} {row['method']:<14} {row['accuracy_mean']:6.2f} ± "
                       f"{row['accuracy_std']:.2f}  ({row['train_images_per_second']:.0f} img/s, "
-                      f"{row['wall_seconds']:.0f} s)")
+                      f"{row['wall_seconds']:.0f} s)"
+                      + (f"  H {row['h_score_mean']:.2f}" if row.get("h_score_mean") is not None
+                         else "")
+                      + (f"  per-class {row['per_class_mean_mean']:.2f}"
+                         if row.get("per_class_mean_mean") is not None else ""))
 
     try:
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],

@@ -75,6 +75,12 @@ class DataConfig:
     batch_size: int = 128
     on_device: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # category shift (data/shift.py): a preset name, or class lists (names or indices);
+    # all unset = closed set on identical class lists
+    category_shift: str | None = None
+    shared_classes: list[str | int] | None = None
+    source_private: list[str | int] | None = None
+    target_private: list[str | int] | None = None
 
 
 @dataclass
@@ -103,6 +109,10 @@ class TrainConfig:
     # AdaBN: after training, recompute batch-norm statistics on the target training images
     # (needs a model with batch norm, e.g. model.norm=bn); the result is the adapted model
     adabn: bool = False
+    # open-set rejection under a category shift: "entropy" (reject when entropy > threshold,
+    # default log(K)/2 as in DANCE) or "confidence" (reject when max softmax < threshold, 0.5)
+    rejection: str = "entropy"
+    rejection_threshold: float | None = None
 
 
 @dataclass
@@ -311,6 +321,9 @@ def validate(config: RunConfig) -> None:
                               f"got {getattr(augment, name)!r}")
     if augment.strength < 0:
         raise ConfigError("data.augment.strength must not be negative")
+    if config.train.rejection not in ("entropy", "confidence"):
+        raise ConfigError(f"train.rejection must be entropy or confidence, "
+                          f"got {config.train.rejection!r}")
     if config.data.batch_size < 1:
         raise ConfigError("data.batch_size must be positive")
     if config.data.size is not None and config.data.size < 8:

@@ -68,10 +68,29 @@ TASKS: dict[str, Task] = {
     ),
 }
 
+# category shift (data/shift.py presets): mnist->usps (full sets) and mnist5k->ucidigits in
+# the four settings; shared 0-5, source-private 6-7 (partial: 6-9), target-private 8-9
+# (open-set: 6-9). Source-only, DANN and DANCE all reject by entropy > log(K)/2.
+SHIFT_SETTINGS = ("closed", "partial", "open-set", "open-partial")
+for _setting in SHIFT_SETTINGS:
+    TASKS[f"mnist-usps-{_setting}"] = Task(
+        f"MNIST -> USPS (full sets), category shift digits-{_setting}; 28x28 gray",
+        {"source": "mnist", "target": "usps", "category_shift": f"digits-{_setting}",
+         **DIGITS_28},
+    )
+    TASKS[f"mnist5k-ucidigits-{_setting}"] = Task(
+        f"MNIST 5k -> UCI digits, category shift digits-{_setting}; 28x28 gray",
+        {"source": "mnist5k", "target": "ucidigits", "category_shift": f"digits-{_setting}",
+         **DIGITS_28},
+        steps=1000,
+    )
+
 SUITES: dict[str, list[str]] = {
     "digits": ["mnist-usps", "usps-mnist", "mnist-usps-adda", "usps-mnist-adda",
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
+    "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
+                      for setting in SHIFT_SETTINGS],
 }
 
 

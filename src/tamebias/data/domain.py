@@ -14,6 +14,7 @@ from .augment import Augmenter
 from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
 from .imageset import DataError, ImageSet
+from .shift import resolve_category_shift
 from .streams import IndexStream
 from .transforms import to_geometry
 
@@ -81,13 +82,18 @@ def prepare_data(config: DataConfig) -> DomainData:
     target = load_dataset(config.target, "train", size=hint(config.target), **load)
     target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
 
-    if source.classes != target.classes:
+    shift = resolve_category_shift(config, source.classes, target.classes)
+    if shift is not None:  # keep the protocol's classes; target-private ones become "unknown"
+        source = shift.relabel_source(source)
+        target, target_test = shift.relabel_target(target), shift.relabel_target(target_test)
+    elif source.classes != target.classes:
         raise DataError(
             f"class mismatch: source {config.source} has {source.num_classes} classes "
             f"({', '.join(source.classes[:12])}{', ...' if source.num_classes > 12 else ''}) "
             f"but target {config.target} has {target.num_classes} "
             f"({', '.join(target.classes[:12])}{', ...' if target.num_classes > 12 else ''}); "
-            "closed-set adaptation needs the same classes in the same order"
+            "closed-set adaptation needs the same classes in the same order (for a "
+            "category shift set data.category_shift or data.shared_classes)"
         )
     native = {"source": _native_geometry(source), "target": _native_geometry(target)}
     if config.size is None or config.channels is None:
@@ -133,6 +139,9 @@ def prepare_data(config: DataConfig) -> DomainData:
         "target_format": target.meta.get("format"),
         "target_test_transductive": bool(target_test.meta.get("transductive", False)),
     }
+    if shift is not None:
+        protocol["setting"] = shift.setting
+        protocol["category_shift"] = shift.card()
     return DomainData(source_train, source_val, target, target_test, protocol)
 
 

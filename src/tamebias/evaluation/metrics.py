@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ class Evaluation:
     per_class_accuracy: list[float]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
+    open_set: dict | None = None  # evaluation/openset.py, when a rejection rule was given
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,9 +62,16 @@ def predict(
 
 def evaluate(
     model: Callable[[Tensor], Tensor], dataset: ImageSet, device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int = 1024, rejection: Any = None,
 ) -> Evaluation:
-    """Classification metrics of ``model`` (images in [0, 1] -> logits) on ``dataset``."""
-    predictions = predict(model, dataset.images, device, batch_size).argmax(1)
+    """Classification metrics of ``model`` (images in [0, 1] -> logits) on ``dataset``; with a
+    ``rejection`` rule (openset.RejectionRule) also the open-set metrics, from the same pass."""
+    logits = predict(model, dataset.images, device, batch_size)
+    predictions = logits.argmax(1)
     labels = dataset.labels.to(predictions.device)
-    return summarize(confusion_matrix(predictions, labels, dataset.num_classes))
+    result = summarize(confusion_matrix(predictions, labels, dataset.num_classes))
+    if rejection is not None:
+        from .openset import evaluate_logits
+
+        result.open_set = evaluate_logits(logits, labels, rejection).to_dict()
+    return result

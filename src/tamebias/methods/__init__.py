@@ -8,6 +8,7 @@ from ..models.norm import has_domain_norm
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
+from .dance import DANCE
 from .dann import DANN
 from .oracle import Oracle
 from .selftrain import FixMatch, MeanTeacher, SelfTrainingMethod
@@ -21,6 +22,7 @@ METHODS: dict[str, type[Method]] = {
     "self_training": SelfTrainingMethod,
     "fixmatch": FixMatch,
     "mean_teacher": MeanTeacher,
+    "dance": DANCE,
 }
 
 

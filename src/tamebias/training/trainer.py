@@ -93,6 +93,7 @@ class Trainer:
         self, method: Method, data: DomainData, streams: DomainStreams, run_dir: Path,
         device: torch.device, selection: str, log_every: int, eval_every: int,
         checkpoint_every: int, amp: bool = False, progress: bool = True,
+        rejection: Any = None,
     ) -> None:
         self.method, self.data, self.streams = method, data, streams
         self.run_dir, self.device, self.selection = run_dir, device, selection
@@ -102,6 +103,7 @@ class Trainer:
         self.best_path = run_dir / "best.pt"
         self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
         self.started = time.perf_counter()
+        self.rejection = rejection  # an open-set RejectionRule under a category shift
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
@@ -109,7 +111,8 @@ class Trainer:
         with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if self.amp and
                                self.device.type == "cuda" else contextlib.nullcontext()):
             with use_domain(self.method, "target"):
-                target = evaluate(self.method.predict, self.data.target_test, self.device)
+                target = evaluate(self.method.predict, self.data.target_test, self.device,
+                                  rejection=self.rejection)
             with use_domain(self.method, "source"):
                 source = (
                     evaluate(self.method.predict, self.data.source_val, self.device)
@@ -238,6 +241,9 @@ class Trainer:
                           "target_accuracy": target.accuracy,
                           "target_mean_class_accuracy": target.mean_class_accuracy,
                           "source_val_accuracy": source.accuracy if source else None}
+                if target.open_set:  # category shift: the open-set metrics, rule applied
+                    record.update({f"target_{key}": target.open_set[key] for key in (
+                        "h_score", "per_class_mean", "known_accuracy", "unknown_recall")})
                 report.history.append(record)
                 self.metrics_log.write({"event": "eval", **record})
                 value = score(record)

@@ -1,0 +1,170 @@
+"""DANCE: domain adaptative neighborhood clustering via entropy optimization."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import MethodConfig, OptimConfig
+from ..data.batch import DomainBatch
+from ..evaluation.openset import entropy
+from ..models.classifier import Classifier
+from .base import Method, Stage, StepContext
+
+
+@dataclass
+class DANCEConfig(MethodConfig):
+    name: str = "dance"
+    steps: int = 3000
+    # the authors' SGD (lr 0.01, momentum 0.9, Nesterov, weight decay 5e-4, inverse decay);
+    # they train a pretrained ResNet-50 body at lr/10, here one rate for a network from scratch
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse"))
+    temperature: float = 0.05
+    eta: float = 0.05  # weight of both self-supervised losses
+    margin: float = 0.5  # entropy separation acts only where |H - rho| > margin
+    rho: float | None = None  # None: log(K) / 2, also the rejection threshold
+    memory_momentum: float = 0.0  # the authors' configs use 0 (replace); 0.001 on VisDA
+
+
+class CosineHead(nn.Module):
+    """Temperature-scaled cosine classifier: logits = <f/|f|, w_k/|w_k|> / T. The normalized
+    weights are the source class prototypes. No bias (as the authors' classifier)."""
+
+    def __init__(self, feature_dim: int, num_classes: int, temperature: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, feature_dim) * 0.1)
+        self.temperature = temperature
+
+    def prototypes(self) -> Tensor:
+        return F.normalize(self.weight, dim=1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.normalize(features, dim=1) @ self.prototypes().t() / self.temperature
+
+
+class MemoryBank(nn.Module):
+    """One L2-normalized feature per target training image, indexed by dataset index.
+    ``update`` writes rows ``indices``: a row seen for the first time takes the new feature,
+    later ones ``normalize(momentum * old + (1 - momentum) * new)``. The bank grows to the
+    largest index seen; rows never written are left out of the similarities."""
+
+    def __init__(self, feature_dim: int, momentum: float = 0.0) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("features", torch.zeros(0, feature_dim))
+        self.register_buffer("written", torch.zeros(0, dtype=torch.bool))
+
+    def grow(self, size: int) -> None:
+        extra = size - len(self.written)
+        if extra > 0:
+            self.features = torch.cat([self.features, self.features.new_zeros(
+                extra, self.features.shape[1])])
+            self.written = torch.cat([self.written, self.written.new_zeros(extra)])
+
+    @torch.no_grad()
+    def update(self, features: Tensor, indices: Tensor) -> None:
+        self.grow(int(indices.max()) + 1)
+        new = F.normalize(features.detach().to(self.features.dtype), dim=1)
+        old = self.features[indices]
+        mixed = self.momentum * old + (1 - self.momentum) * new
+        rows = torch.where(self.written[indices].unsqueeze(1), F.normalize(mixed, dim=1), new)
+        self.features[indices] = rows
+        self.written[indices] = True
+
+    def similarities(self, features: Tensor, indices: Tensor, temperature: float) -> Tensor:
+        """Cosine similarity / T of normalized ``features`` to every bank row; the batch's own
+        rows and unwritten rows get -1/T (the authors' mask), contributing ~nothing."""
+        self.grow(int(indices.max()) + 1)
+        logits = features @ self.features.t().to(features.dtype) / temperature
+        mask = ~self.written.unsqueeze(0).expand_as(logits).clone()
+        mask[:, indices] = True
+        return logits.masked_fill(mask, -1.0 / temperature)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        stored = state_dict.get(prefix + "features")
+        if stored is not None:  # take the stored size before copying
+            self.features = self.features.new_zeros(stored.shape)
+            self.written = self.written.new_zeros(stored.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def entropy_separation(logits: Tensor, rho: float, margin: float) -> Tensor:
+    """-mean(max(|H - rho|, margin)): minimizing it pushes each entropy H away from rho, known
+    samples to low entropy and unknown ones to high; samples within the margin get no gradient.
+    """
+    return -torch.clamp((entropy(logits) - rho).abs(), min=margin).mean()
+
+
+class DANCE(Method):
+    """DANCE (Saito, Kim, Sclaroff & Saenko, NeurIPS 2020, arXiv:2002.07953).
+
+    Universal domain adaptation (closed, partial, open-set, open-partial without knowing which)
+    by self-supervision on the target instead of whole-domain alignment. Features are
+    L2-normalized and classified by a temperature-scaled cosine classifier whose weights are
+    the source prototypes. Neighborhood clustering minimizes the entropy of each target
+    sample's softmax similarity over the other target samples (a memory bank plus the current
+    batch) and the prototypes, so target samples cluster with their neighbors or with a class;
+    entropy separation pushes each target entropy away from rho = log(K)/2 beyond a margin, so
+    known samples become confident and unknown ones uncertain. At test time a sample whose
+    entropy exceeds rho is "unknown". One stage; loss = CE(source) + eta (L_nc + L_es)."""
+
+    Config = DANCEConfig
+    description = "DANCE: neighborhood clustering + entropy separation (Saito et al. 2020)"
+
+    def __init__(self, config: DANCEConfig, classifier: Classifier) -> None:
+        super().__init__(config, classifier)
+        classifier.classifier_head = CosineHead(classifier.feature_dim, self.num_classes,
+                                                config.temperature)
+        self.memory = MemoryBank(classifier.feature_dim, config.memory_momentum)
+
+    @property
+    def rejection_threshold(self) -> float:
+        return self.config.rho if self.config.rho is not None else math.log(self.num_classes) / 2
+
+    def stages(self) -> list[Stage]:
+        return [Stage("adapt", self.adapt_step, {"model": [self.classifier]},
+                      self.config.optim, self.config.steps)]
+
+    def neighborhood_logits(self, target_features: Tensor, target_logits: Tensor,
+                            indices: Tensor) -> Tensor:
+        """A target sample's similarities / T to the prototypes (its class logits), the memory
+        bank and the other samples of the batch (itself masked out)."""
+        temperature = self.config.temperature
+        normalized = F.normalize(target_features, dim=1)
+        memory = self.memory.similarities(normalized, indices, temperature)
+        batch = normalized @ normalized.t() / temperature
+        eye = torch.eye(len(batch), dtype=torch.bool, device=batch.device)
+        batch = batch.masked_fill(eye, -1.0 / temperature)
+        return torch.cat([target_logits, memory, batch], dim=1)
+
+    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        source, target = batch.source, batch.target
+        assert source is not None and target is not None
+        config = self.config
+        indices = target.indices.to(target.images.device)
+        with ctx.autocast():
+            source_logits = self.classifier(source.images)
+            class_loss = F.cross_entropy(source_logits, source.labels)
+            target_features = self.classifier.features(target.images)
+            target_logits = self.classifier.head(target_features)
+            neighborhood = self.neighborhood_logits(target_features.float(),
+                                                    target_logits.float(), indices)
+            clustering_loss = entropy(neighborhood).mean()
+            separation_loss = entropy_separation(target_logits, self.rejection_threshold,
+                                                 config.margin)
+        ctx.update("model", class_loss + config.eta * (clustering_loss + separation_loss))
+        self.memory.update(target_features.detach().float(), indices)
+        with torch.no_grad():
+            target_entropy = entropy(target_logits.detach())
+        return {
+            "class_loss": class_loss.detach(),
+            "clustering_loss": clustering_loss.detach(),
+            "separation_loss": separation_loss.detach(),
+            "target_rejected": (target_entropy > self.rejection_threshold).float().mean(),
+            "source_accuracy": (source_logits.detach().argmax(1) == source.labels).float().mean(),
+        }
