@@ -7,6 +7,7 @@ from ..models.classifier import Classifier
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
+from .cycada import CyCADA
 from .dann import DANN
 from .oracle import Oracle
 from .source_only import SourceOnly
@@ -16,6 +17,7 @@ METHODS: dict[str, type[Method]] = {
     "oracle": Oracle,
     "dann": DANN,
     "adda": ADDA,
+    "cycada": CyCADA,
 }
 
 
