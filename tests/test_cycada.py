@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tamebias.api import build_run, fit
+from tamebias.api import build_run, fit, load_run
 from tamebias.config import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.methods import cycada as cycada_module
@@ -159,6 +159,10 @@ def test_pixel_only_is_a_configuration(tiny_overrides):
     method, _, _ = build(small(tiny_overrides, "method.feature_steps=2"))
     assert [s.name for s in method.stages()] == ["source", "translate", "task", "feature"]
     assert [s.evaluate for s in method.stages()] == [True, False, True, True]
+    pixel_only = [o.replace("method.name=cycada", "method.name=cycada_pixel")
+                  for o in small(tiny_overrides)]
+    method, _, _ = build(pixel_only)
+    assert [s.name for s in method.stages()] == ["source", "translate", "task"]
 
 
 def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
@@ -185,6 +189,13 @@ def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
     again = fit(None, [*reused, f"data.source=npz:{export}", "method.steps=2"],
                 run_dir=tmp_path / "reuse")
     assert again.protocol["source"] == f"npz:{export}" and again.steps == 2
+    # pixel+feature reusing a finished run's translator, teacher and task classifier
+    feature = fit(None, [*overrides, f"method.pixel_run={tmp_path / 'run'}",
+                         "method.feature_steps=2"], run_dir=tmp_path / "feature")
+    assert feature.steps == 2 and [r["stage"] for r in feature.history] == ["feature"]
+    first, second = load_run(tmp_path / "run", "last"), load_run(tmp_path / "feature", "last")
+    assert same(second.method.translator, snapshot(first.method.translator))
+    assert same(second.method.teacher, snapshot(first.method.teacher))
 
 
 def test_translate_refuses_a_run_without_a_translator(tiny_overrides, tmp_path):

@@ -7,7 +7,7 @@ from ..models.classifier import Classifier
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
-from .cycada import CyCADA
+from .cycada import CyCADA, CyCADAPixel
 from .dann import DANN
 from .oracle import Oracle
 from .source_only import SourceOnly
@@ -18,6 +18,7 @@ METHODS: dict[str, type[Method]] = {
     "dann": DANN,
     "adda": ADDA,
     "cycada": CyCADA,
+    "cycada_pixel": CyCADAPixel,
 }
 
 

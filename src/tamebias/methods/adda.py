@@ -111,16 +111,23 @@ def adversarial_feature_step(
 def load_source_classifier(source: str) -> dict[str, Tensor]:
     """The classifier weights of another run (its ``best.pt`` if it has one, else its
     ``checkpoint.pt``) or of a checkpoint file."""
+    return load_method_state(source, "classifier.")
+
+
+def load_method_state(source: str, prefix: str = "",
+                      setting: str = "method.source_run") -> dict[str, Tensor]:
+    """The method weights under ``prefix`` (prefix removed) of another run (its ``best.pt``
+    if it has one, else its ``checkpoint.pt``) or of a checkpoint file."""
     from ..training import checkpoint
 
     path = Path(source)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
     if not path.exists():
-        raise FileNotFoundError(f"method.source_run: no checkpoint at {path}")
+        raise FileNotFoundError(f"{setting}: no checkpoint at {path}; give a finished run "
+                                "directory or a checkpoint file")
     state = checkpoint.load(path)["method"]
-    prefix = "classifier."
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{path} holds no classifier weights")
+        raise ValueError(f"{path} holds no {prefix.rstrip('.') or 'method'} weights")
     return weights

@@ -16,7 +16,7 @@ from ..data.batch import DomainBatch, LabeledBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
 from ..models.translator import CycleGAN, TranslatorConfig
-from .adda import adversarial_feature_step, load_source_classifier
+from .adda import adversarial_feature_step, load_method_state, load_source_classifier
 from .base import Method, Stage, StepContext
 from .common import classification_step, source_stage
 
@@ -45,6 +45,9 @@ class CyCADAConfig(MethodConfig):
     feature_optim: OptimConfig = field(default_factory=_gan_optim)
     critic_hidden: tuple[int, ...] = (500, 500)  # the feature stage's critic (ADDA's)
     source_run: str | None = None  # reuse a trained source model: a run dir or checkpoint file
+    # reuse a finished cycada_pixel run (translator, teacher, task classifier): only the
+    # feature stage runs, so pixel-only and pixel+feature rows share their first stages
+    pixel_run: str | None = None
 
 
 @contextmanager
@@ -92,6 +95,15 @@ class CyCADA(Method):
 
     def stages(self) -> list[Stage]:
         config = self.config
+        feature = Stage(
+            "feature", self.feature_step,
+            {"critic": [self.critic], "target_encoder": [self.classifier.backbone]},
+            config.feature_optim, config.feature_steps, on_start=self.start_features)
+        if config.pixel_run is not None:
+            if config.feature_steps <= 0:
+                raise ValueError("method.pixel_run reuses a pixel-only run for the feature "
+                                 "stage; set method.feature_steps above 0")
+            return [feature]
         stages = []
         if config.source_run is None:
             stages.append(source_stage(self.classifier, config.source_steps,
@@ -105,10 +117,7 @@ class CyCADA(Method):
                   config.steps),
         ]
         if config.feature_steps > 0:
-            stages.append(Stage(
-                "feature", self.feature_step,
-                {"critic": [self.critic], "target_encoder": [self.classifier.backbone]},
-                config.feature_optim, config.feature_steps, on_start=self.start_features))
+            stages.append(feature)
         return stages
 
     def start_translation(self) -> None:
@@ -117,6 +126,15 @@ class CyCADA(Method):
         self.teacher.load_state_dict(self.classifier.state_dict())
 
     def start_features(self) -> None:
+        if self.config.pixel_run is not None:
+            state = load_method_state(self.config.pixel_run, setting="method.pixel_run")
+            for name in ("translator", "teacher", "classifier"):
+                part = {k[len(name) + 1:]: v for k, v in state.items()
+                        if k.startswith(name + ".")}
+                if not part:
+                    raise ValueError(f"method.pixel_run={self.config.pixel_run} holds no "
+                                     f"{name} weights; give a cycada_pixel run")
+                getattr(self, name).load_state_dict(part)
         self.source_encoder.load_state_dict(self.classifier.state_dict())
 
     def semantic_loss(self, originals: Tensor, translated: Tensor) -> Tensor:
@@ -163,3 +181,17 @@ class CyCADA(Method):
         return adversarial_feature_step(self.source_encoder, self.classifier, self.critic,
                                         self.to_target(batch.source.images),
                                         batch.target.images, ctx)
+
+
+@dataclass
+class CyCADAPixelConfig(CyCADAConfig):
+    name: str = "cycada_pixel"
+    feature_steps: int = 0
+
+
+class CyCADAPixel(CyCADA):
+    """Pixel-only CyCADA: ``cycada`` with ``feature_steps=0`` under its own name, so a results
+    table tells the two configurations apart."""
+
+    Config = CyCADAPixelConfig
+    description = "CyCADA pixel-only: CycleGAN + semantic consistency, no feature stage (2018)"
