@@ -70,7 +70,8 @@ def export_translated(run_dir: str | Path, path: str | Path, root: str | None = 
                       which: str = "last", batch_size: int = 512) -> Path:
     """Translate the run's whole source training split to the target style and write it as a
     prepared ``.npz`` (``x`` uint8 N x H x W [x C], ``y`` int64 with the source labels), usable
-    by any method as ``data.source=npz:PATH``."""
+    by any method as ``data.source=npz:PATH``. The whole split is written, also for runs that
+    trained on a subset of it (``data.source_subset``)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"the export is a .npz file (x uint8, y int64); got {path}")
