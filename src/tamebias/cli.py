@@ -300,3 +300,30 @@ def bench(
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 
 
+
+
+@app.command()
+def translate(
+    run_dir: Annotated[Path, typer.Argument(help="A run of a pixel-level method (cycada).")],
+    output: Annotated[Path | None, typer.Option(
+        help="PNG path for the grids (default RUN/translation.png).")] = None,
+    count: Annotated[int, typer.Option(help="Test images per row.")] = 12,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Also write the source training set translated to the target style "
+        "as PATH.npz (x uint8, y int64); train any method on it with data.source=npz:PATH.")
+    ] = None,
+    which: Annotated[str, typer.Option(
+        help="last (checkpoint.pt), selected (best.pt) or stage:translate")] = "last",
+    data_root: DataRoot = None,
+) -> None:
+    """Show what a run's image translator learned: rows of source, source->target and its
+    cycle reconstruction, then target, target->source and its reconstruction."""
+    from .translation import export_translated, translation_grids
+
+    try:
+        path = translation_grids(run_dir, output, count, data_root, which)
+        console.print(f"wrote {path}")
+        if export is not None:
+            console.print(f"wrote {export_translated(run_dir, export, data_root, which)}")
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)

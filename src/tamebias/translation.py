@@ -1,0 +1,93 @@
+"""What a trained image translator (CyCADA's CycleGAN) does: image grids of both directions and
+their round trips, and a translated copy of the source training set as a prepared ``.npz``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .api import TrainedRun, load_run
+from .data.imageset import ImageSet
+
+
+def _translator(run: TrainedRun):
+    translator = getattr(run.method, "translator", None)
+    if translator is None:
+        raise ValueError(
+            f"the run's method {run.config.method.name!r} has no image translator; "
+            "`tamebias translate` needs a run of a pixel-level method such as cycada")
+    return translator
+
+
+def _first(dataset: ImageSet, count: int, device: torch.device) -> Tensor:
+    return dataset.images[:count].to(device).float() / 255
+
+
+@torch.no_grad()
+def translation_grids(run_dir: str | Path, output: str | Path | None = None, count: int = 12,
+                      root: str | None = None, which: str = "last") -> Path:
+    """Write a PNG with six rows of ``count`` test images: source, source->target, cycle
+    reconstruction; target, target->source, reconstruction. Returns its path
+    (default ``RUN/translation.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    run = load_run(run_dir, which, root)
+    translator = _translator(run)
+    source = _first(run.load_split(run.config.data.source, "test"), count, run.device)
+    target = _first(run.load_split(run.config.data.target, "test"), count, run.device)
+    images = translator.translate(source, target)
+    rows = [
+        ("source", source), ("source -> target", images["fake_target"]),
+        ("source -> target -> source", images["cycle_source"]),
+        ("target", target), ("target -> source", images["fake_source"]),
+        ("target -> source -> target", images["cycle_target"]),
+    ]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(count * 0.7 + 1, len(rows) * 1.0))
+    for axis, (title, batch) in zip(axes, rows, strict=True):
+        grid = make_grid(batch.float().clamp(0, 1).cpu(), nrow=count, padding=1, pad_value=1)
+        axis.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.set_title(title, fontsize=8, loc="left")
+        axis.axis("off")
+    figure.suptitle(f"{run.config.data.source} <-> {run.config.data.target} "
+                    f"({Path(run_dir).name})", fontsize=9)
+    figure.tight_layout()
+    path = Path(output) if output is not None else Path(run_dir) / "translation.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def export_translated(run_dir: str | Path, path: str | Path, root: str | None = None,
+                      which: str = "last", batch_size: int = 512) -> Path:
+    """Translate the run's whole source training split to the target style and write it as a
+    prepared ``.npz`` (``x`` uint8 N x H x W [x C], ``y`` int64 with the source labels), usable
+    by any method as ``data.source=npz:PATH``. The whole split is written, also for runs that
+    trained on a subset of it (``data.source_subset``)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"the export is a .npz file (x uint8, y int64); got {path}")
+    run = load_run(run_dir, which, root)
+    translator = _translator(run)
+    translator.eval()
+    dataset = run.load_split(run.config.data.source, "train")
+    pieces = []
+    for start in range(0, len(dataset), batch_size):
+        images = dataset.images[start:start + batch_size].to(run.device).float() / 255
+        translated = translator.source_to_target(images).clamp(0, 1)
+        pieces.append((translated * 255).round().to(torch.uint8).cpu())
+    images = torch.cat(pieces).permute(0, 2, 3, 1).numpy()  # N x H x W x C
+    if images.shape[-1] == 1:
+        images = images[..., 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, x=np.ascontiguousarray(images),
+                        y=dataset.labels.numpy().astype(np.int64))
+    return path
