@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import OptimConfig
 from ..data.domain import DomainData, DomainStreams
 from ..evaluation.metrics import Evaluation, evaluate
+from ..evaluation.selection import ValidationProbe, selection_score
 from ..methods.base import Method, Stage, trainable_parameters
 from . import checkpoint
 from .log import JsonLines, ProgressBar
@@ -101,6 +102,7 @@ class Trainer:
         self.best_path = run_dir / "best.pt"
         self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
         self.started = time.perf_counter()
+        self.probe = ValidationProbe(data, device)  # unsupervised validators, every evaluation
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
@@ -189,7 +191,7 @@ class Trainer:
             optimizers[name].load_state_dict(state)
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
-        score = SCORES[self.selection]
+        score = SCORES.get(self.selection) or selection_score(self.selection)
         needs = self.method.needs
         sums: dict[str, Tensor] = {}
         window_start = first_step
@@ -234,7 +236,8 @@ class Trainer:
                 record = {"stage": stage.name, "step": done, "global_step": offset + done,
                           "target_accuracy": target.accuracy,
                           "target_mean_class_accuracy": target.mean_class_accuracy,
-                          "source_val_accuracy": source.accuracy if source else None}
+                          "source_val_accuracy": source.accuracy if source else None,
+                          "validators": self.probe.scores(self.method)}
                 report.history.append(record)
                 self.metrics_log.write({"event": "eval", **record})
                 value = score(record)
