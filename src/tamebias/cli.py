@@ -261,3 +261,45 @@ def bench(
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 
 
+@app.command()
+def diagnose(
+    source: Annotated[str | None, typer.Option(help="Source dataset (name, npz:PATH, "
+                                               "folder:PATH).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target dataset.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A benchmark task (tamebias list tasks) instead of --source/--target.")] = None,
+    run: Annotated[Path | None, typer.Option(
+        help="Measure with this trained run's features (and its source/target).")] = None,
+    output: Annotated[Path, typer.Option(help="Folder for diagnose.json and the PNGs.")] = Path(
+        "diagnose"),
+    steps: Annotated[int, typer.Option(
+        help="Steps of the quick source-only model trained when no --run is given.")] = 500,
+    samples: Annotated[int, typer.Option(help="Images per domain measured.")] = 1000,
+    no_tsne: Annotated[bool, typer.Option("--no-tsne", help="Skip the t-SNE figure.")] = False,
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+    seed: int = 0,
+) -> None:
+    """How shifted is the target? Proxy A-distance and MMD (pixels and features), a BBSE
+    estimate of the target class proportions, image statistics, sample grids and a t-SNE."""
+    from .diagnosis import diagnose as run_diagnose
+
+    try:
+        report = run_diagnose(source, target, run=run, task=task, output=output,
+                              overrides=overrides, steps=steps, samples=samples,
+                              data_root=data_root, seed=seed, tsne=not no_tsne)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    table = Table(title=f"shift {report['source']} -> {report['target']}")
+    for column in ("measure", "pixels", "features"):
+        table.add_column(column)
+    for key, name in (("proxy_a_distance", "proxy A-distance (0..2)"),
+                      ("domain_classifier_error", "domain classifier error"),
+                      ("mmd2", "MMD^2 (RBF)")):
+        table.add_row(name, f"{report['pixels'][key]:.3f}", f"{report['features'][key]:.3f}")
+    console.print(table)
+    estimate = report["label_shift"]["target_class_proportions"]
+    console.print("BBSE target class proportions: " + " ".join(f"{v:.2f}" for v in estimate))
+    console.print(f"source val accuracy {100 * report['source_val_accuracy']:.1f}%; "
+                  f"wrote {output / 'diagnose.json'} and {', '.join(report['figures'])}")
