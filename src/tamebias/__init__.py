@@ -6,4 +6,5 @@ from .api import RunResult, evaluate_run, fit  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
 from .diagnosis import diagnose  # noqa: E402
 
-__all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run", "fit", "load_config"]
+__all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run", "fit",
+           "load_config"]
