@@ -303,3 +303,58 @@ def diagnose(
     console.print("BBSE target class proportions: " + " ".join(f"{v:.2f}" for v in estimate))
     console.print(f"source val accuracy {100 * report['source_val_accuracy']:.1f}%; "
                   f"wrote {output / 'diagnose.json'} and {', '.join(report['figures'])}")
+
+
+@app.command()
+def sweep(
+    method: Annotated[str, typer.Option(help="The method to tune (tamebias list methods).")],
+    grid: Annotated[list[str] | None, typer.Option(
+        help="A hyperparameter and its values, e.g. --grid method.domain_weight=0.1,0.3,1.0 "
+             "(repeatable; the grid is their product).")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A benchmark task (tamebias list tasks), e.g. mnist-usps; else use --set "
+             "data.source=... data.target=...")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (each config x seed is "
+                                       "one run).")] = "0",
+    random_search: Annotated[int | None, typer.Option(
+        "--random", help="Draw this many distinct configurations of the grid at random.")
+    ] = None,
+    search_seed: Annotated[int, typer.Option(help="Seed of the random draw.")] = 0,
+    sweep_dir: Annotated[Path | None, typer.Option(
+        help="Where the runs and sweep.json go (default runs/sweep/TASK-METHOD).")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="Validator table (JSON, .md beside it; rows merged by task, method, validator). "
+             "Default SWEEP_DIR/validators.json.")] = None,
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Grid or random search over a method's hyperparameters and seeds; every run scored by
+    every unsupervised validator, with the rank correlation to oracle target accuracy and
+    the gap between each validator's pick and the oracle's (target labels: analysis only)."""
+    from .sweep import run_sweep
+
+    name = (task or "custom") + f"-{method}"
+    sweep_dir = sweep_dir or Path("runs") / "sweep" / name
+
+    def show(run: dict) -> None:
+        console.print(f"{run['run_dir']}: final target accuracy "
+                      f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
+
+    try:
+        record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
+                           sweep_dir, task, _with_root(overrides, data_root), random_search,
+                           search_seed, results, on_run=show)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs)")
+    for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):
+        table.add_column(column)
+    for row in sorted(record["rows"], key=lambda r: r["pick_vs_oracle_gap"]):
+        correlation = row["rank_correlation"]
+        table.add_row(row["validator"], "n/a" if correlation is None else f"{correlation:+.2f}",
+                      f"{row['picked_accuracy']:.2f}", f"{row['oracle_best_accuracy']:.2f}",
+                      f"{row['pick_vs_oracle_gap']:.2f}")
+    console.print(table)
+    console.print(f"wrote {sweep_dir / 'sweep.json'} and "
+                  f"{results or sweep_dir / 'validators.json'} (+ .md)")
