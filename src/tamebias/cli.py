@@ -358,3 +358,23 @@ def sweep(
     console.print(table)
     console.print(f"wrote {sweep_dir / 'sweep.json'} and "
                   f"{results or sweep_dir / 'validators.json'} (+ .md)")
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run directories, sweep directories (sweep.json) or diagnose folders.")],
+    output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path(
+        "report.html"),
+    title: Annotated[str, typer.Option(help="Page title.")] = "tamebias report",
+) -> None:
+    """One self-contained HTML page (figures embedded, nothing loaded from a network): protocol
+    card, training curves, per-class accuracy, confusion matrix, t-SNE and diagnosis when
+    present, and for a sweep the validator-versus-oracle scatter."""
+    from .report.html import write_report
+
+    try:
+        path = write_report(paths, output, title)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        _fail(error)
+    console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
