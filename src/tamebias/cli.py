@@ -364,7 +364,7 @@ def sweep(
 def report(
     paths: Annotated[list[Path], typer.Argument(
         help="Run directories, sweep directories (sweep.json) or diagnose folders.")],
-    output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
         "report.html"),
     title: Annotated[str, typer.Option(help="Page title.")] = "tamebias report",
 ) -> None:
