@@ -95,7 +95,9 @@ def diagnose(
         "features": {**proxy_a_distance(source_features, target_features, seed),
                      **mmd(source_features, target_features)},
         "pixels": {**proxy_a_distance(*pixels, seed), **mmd(*pixels)},
-        "label_shift": label_shift,
+        "label_shift": {**label_shift, "assumption": (
+            "BBSE assumes pure label shift (p(x|y) unchanged); a large pixel or feature "
+            "A-distance means covariate shift too, and the estimate is then unreliable")},
         "source_val_accuracy": float((source_predictions == source_labels).double().mean()),
         "images": {"source": image_statistics(data.source_train.images),
                    "target": image_statistics(data.target_train.images)},
