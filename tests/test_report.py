@@ -23,19 +23,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory, domains) -> Path:
-    """A report over a run (with a t-SNE and a diagnosis beside it) and a two-run sweep."""
+    """A report over a two-run sweep and one of its runs (with a t-SNE and a diagnosis)."""
     root = tmp_path_factory.mktemp("report")
     overrides = [f"data.source={domains['source']}", f"data.target={domains['target']}",
                  "data.size=16", "data.channels=1", "data.batch_size=16",
                  "data.source_val_fraction=0.2", "method.steps=4", "train.log_every=2",
                  "train.eval_every=2", "train.progress=false", "train.threads=1"]
-    run = root / "run"
-    tamebias.fit(None, [*overrides, "method.name=dann"], run_dir=run)
+    run_sweep("dann", ["method.domain_weight=0.1,1.0"], [0], root / "sweep",
+              overrides=overrides)
+    run = root / "sweep" / "01-domain_weight=1.0-seed0"  # one of the sweep's runs
     plot_samples({"stand-in t-SNE": torch.zeros(4, 1, 8, 8, dtype=torch.uint8)},
                  run / "tsne.png")  # `tamebias tsne` output (tested in test_tsne.py)
     tamebias.diagnose(run=run, output=run / "diagnose", samples=30, tsne=False)
-    run_sweep("dann", ["method.domain_weight=0.1,1.0"], [0], root / "sweep",
-              overrides=overrides)
     output = root / "report.html"
     result = CliRunner().invoke(app, ["report", str(run), str(root / "sweep"),
                                       "--output", str(output)])
