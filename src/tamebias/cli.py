@@ -337,6 +337,9 @@ def sweep(
     sweep_dir = sweep_dir or Path("runs") / "sweep" / name
 
     def show(run: dict) -> None:
+        if "diverged" in run:
+            errors.print(f"{run['run_dir']}: diverged, left out of the scores")
+            return
         console.print(f"{run['run_dir']}: final target accuracy "
                       f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
 

@@ -27,6 +27,7 @@ from .config import ConfigError, load_config, parse_override
 from .data.domain import prepare_data
 from .evaluation.validators import VALIDATORS
 from .registry import lookup
+from .training.trainer import TrainingDiverged
 
 
 def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
@@ -163,8 +164,9 @@ def run_sweep(
     search_seed: int = 0, results: str | Path | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train every configuration x seed (finished runs of the same config are reused), score
-    them with every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
+    """Train every configuration x seed (finished runs of the same config are reused; a run
+    that diverges is recorded with ``diverged`` and left out of the scores), score them with
+    every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
     (default ``SWEEP_DIR/validators.json``; merged by task, method and validator)."""
     sweep_dir = Path(sweep_dir)
     parsed = parse_grid(grid)
@@ -188,21 +190,31 @@ def run_sweep(
                 run_identity(config.to_dict())
             if saved.exists() and not same:
                 shutil.rmtree(run_dir)  # a stale run of another config
-            if same and (run_dir / "result.json").exists():
-                result = RunResult.load(run_dir)  # finished: reuse, no retraining
+            try:
+                if same and (run_dir / "result.json").exists():
+                    result = RunResult.load(run_dir)  # finished: reuse, no retraining
+                else:
+                    result = fit(config, run_dir=run_dir, data=data)
+            except TrainingDiverged as error:  # a bad configuration is a result, not a crash
+                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                       "diverged": str(error), "history": [], "steps": 0,
+                       "final_target_accuracy": None}
             else:
-                result = fit(config, run_dir=run_dir, data=data)
-            run = {"run_dir": str(run_dir), "params": params, "seed": seed,
-                   "history": result.history, "steps": result.steps,
-                   "final_target_accuracy": result.final_target_accuracy}
+                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                       "history": result.history, "steps": result.steps,
+                       "final_target_accuracy": result.final_target_accuracy}
             runs.append(run)
             if on_run:
                 on_run(run)
     task_name = task or f"{config.data.source}->{config.data.target}"
-    rows = [{"task": task_name, "method": method, **row, "steps": runs[0]["steps"],
+    finished = [run for run in runs if "diverged" not in run]
+    if not finished:
+        raise TrainingDiverged(f"every run of the sweep diverged; see {sweep_dir}")
+    rows = [{"task": task_name, "method": method, **row, "steps": finished[0]["steps"],
+             "diverged_runs": len(runs) - len(finished),
              "seeds": seeds, "grid": {k: v for k, v in parsed}, "search":
              f"random {sample} of the grid (seed {search_seed})" if sample else "full grid",
-             "tamebias_version": __version__} for row in score_runs(runs)]
+             "tamebias_version": __version__} for row in score_runs(finished)]
     record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
               "seeds": seeds, "runs": runs, "rows": rows}
     sweep_dir.mkdir(parents=True, exist_ok=True)
