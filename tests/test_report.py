@@ -103,3 +103,13 @@ def test_the_page_renders_in_headless_chromium_with_every_image_loaded(report_pa
     assert pixels.shape == (2400, 1200)
     assert pixels.std() > 10  # not blank: text, tables and figures
     assert (pixels < 128).mean() > 0.01  # some dark ink (text, plot lines)
+
+
+def test_report_can_compute_a_missing_tsne(tiny_overrides, tmp_path):
+    run = tmp_path / "run"
+    tamebias.fit(None, [*tiny_overrides, "method.steps=2", "train.eval_every=2"], run_dir=run)
+    result = CliRunner().invoke(app, ["report", str(run), "--tsne", "-o",
+                                      str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert (run / "tsne.png").exists()
+    assert 't-SNE of source and target' in (tmp_path / "r.html").read_text()

@@ -370,6 +370,9 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
         "report.html"),
     title: Annotated[str, typer.Option(help="Page title.")] = "tamebias report",
+    tsne: Annotated[bool, typer.Option(
+        "--tsne", help="Compute RUN/tsne.png for runs without one (needs their data).")] = False,
+    data_root: DataRoot = None,
 ) -> None:
     """One self-contained HTML page (figures embedded, nothing loaded from a network): protocol
     card, training curves, per-class accuracy, confusion matrix, t-SNE and diagnosis when
@@ -377,7 +380,7 @@ def report(
     from .report.html import write_report
 
     try:
-        path = write_report(paths, output, title)
-    except (FileNotFoundError, ValueError, KeyError) as error:
+        path = write_report(paths, output, title, tsne, data_root)
+    except (FileNotFoundError, ValueError, KeyError, ConfigError, DataError) as error:
         _fail(error)
     console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")

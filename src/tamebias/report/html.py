@@ -239,12 +239,29 @@ def sweep_section(folder: Path) -> str:
     ])
 
 
+def compute_tsne(run_dir: Path, count: int = 300, data_root: str | None = None) -> Path:
+    """``RUN/tsne.png`` as ``tamebias tsne`` draws it: beside the run's own source stage when
+    it has one (ADDA), else the adapted model alone."""
+    from ..api import load_run
+    from .tsne import tsne_report
+
+    after = load_run(run_dir, "selected", data_root)
+    before = (load_run(run_dir, "stage:source", data_root)
+              if (run_dir / "stage-source.pt").exists() else None)
+    return tsne_report(after, before, run_dir / "tsne.png", count, 0,
+                       ("source only", after.config.method.name))
+
+
 def write_report(paths: list[str | Path], output: str | Path,
-                 title: str = "tamebias report") -> Path:
+                 title: str = "tamebias report", tsne: bool = False,
+                 data_root: str | None = None) -> Path:
     """One HTML file for run directories, sweep directories (``sweep.json``) and diagnosis
-    folders (``diagnose.json``), in the order given."""
+    folders (``diagnose.json``), in the order given. ``tsne`` computes ``tsne.png`` for runs
+    that have none (slow: a t-SNE per run)."""
     sections = []
     for path in map(Path, paths):
+        if tsne and (path / "result.json").exists() and not (path / "tsne.png").exists():
+            compute_tsne(path, data_root=data_root)
         if (path / "sweep.json").exists():
             sections.append(sweep_section(path))
         elif (path / "result.json").exists():
