@@ -96,3 +96,17 @@ def test_a_diverging_configuration_is_recorded_and_left_out(tiny_overrides, tmp_
         overrides=[*tiny_overrides, "method.steps=2", "train.eval_every=2"])
     assert [("diverged" in run) for run in record["runs"]] == [False, True]
     assert all(row["runs"] == 1 and row["diverged_runs"] == 1 for row in record["rows"])
+
+
+def test_scoring_at_the_last_evaluation_ignores_earlier_ones():
+    runs = [
+        {"run_dir": "a", "history": [record(1, 0.99, snd=9.0), record(2, 0.60, snd=1.0)]},
+        {"run_dir": "b", "history": [record(1, 0.10, snd=0.0), record(2, 0.80, snd=2.0)]},
+    ]
+    at_pick = score_runs(runs, ["snd"])[0]
+    assert at_pick["picked_run"] == "a" and at_pick["oracle_best_accuracy"] == pytest.approx(99)
+    at_last = score_runs(runs, ["snd"], score_at="last")[0]
+    assert at_last["score_at"] == "last" and at_last["picked_run"] == "b"
+    assert at_last["picked_accuracy"] == pytest.approx(80)
+    assert at_last["oracle_best_accuracy"] == pytest.approx(80)
+    assert at_last["pick_vs_oracle_gap"] == pytest.approx(0)

@@ -325,6 +325,9 @@ def sweep(
     results: Annotated[Path | None, typer.Option(
         help="Validator table (JSON, .md beside it; rows merged by task, method, validator). "
              "Default SWEEP_DIR/validators.json.")] = None,
+    score_at: Annotated[str, typer.Option(
+        help="pick: judge each run at the evaluation the validator picks within it; last: at "
+             "its final evaluation.")] = "pick",
     overrides: Overrides = None,
     data_root: DataRoot = None,
 ) -> None:
@@ -346,7 +349,7 @@ def sweep(
     try:
         record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
                            sweep_dir, task, _with_root(overrides, data_root), random_search,
-                           search_seed, results, on_run=show)
+                           search_seed, results, on_run=show, score_at=score_at)
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
             FileNotFoundError) as error:
         _fail(error)

@@ -2,11 +2,13 @@
 run scored by every unsupervised validator from its evaluation records, and a table of how
 well each validator's pick matches the oracle's (target labels: analysis only).
 
-Scoring rule (one for every validator): within a run, the validator picks the evaluation with
-its highest value among the last evaluated stage's evaluations (as ``train.selection=NAME``
-would); the run's *score* is that value and its *accuracy* the target test accuracy there.
-Across runs the validator picks the run with the highest score. The oracle picks the best
-target accuracy over every evaluation of every run."""
+Scoring rule (one for every validator), ``score_at="pick"`` (default): within a run, the
+validator picks the evaluation with its highest value among the last evaluated stage's
+evaluations (as ``train.selection=NAME`` would); the run's *score* is that value and its
+*accuracy* the target test accuracy there. Across runs the validator picks the run with the
+highest score. The oracle picks the best target accuracy over every evaluation of every run.
+``score_at="last"`` uses every run's final evaluation instead (a pure hyperparameter choice;
+the oracle then picks the best final accuracy)."""
 
 from __future__ import annotations
 
@@ -82,20 +84,33 @@ def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None
     return best
 
 
-def score_runs(runs: list[dict[str, Any]], validators: list[str] | None = None
-               ) -> list[dict[str, Any]]:
+def chosen_record(history: list[dict[str, Any]], validator: str, score_at: str = "pick"
+                  ) -> dict[str, Any] | None:
+    """The evaluation a validator is judged at in one run (``pick`` or ``last``)."""
+    if score_at == "last":
+        final = candidates(history)[-1:] or [None]
+        return final[0] if final[0] is not None and _score(final[0], validator) is not None \
+            else None
+    if score_at != "pick":
+        raise ValueError(f"score_at must be pick or last, got {score_at!r}")
+    return pick(history, validator)
+
+
+def score_runs(runs: list[dict[str, Any]], validators: list[str] | None = None,
+               score_at: str = "pick") -> list[dict[str, Any]]:
     """One row per validator from runs (``{"history": [...]}``): Spearman rank correlation of
     the runs' validator scores with their accuracies, the picked run's accuracy, the oracle's
     best accuracy and the gap, in accuracy points (%)."""
     from scipy.stats import spearmanr
 
-    oracle = max((r["target_accuracy"] for run in runs for r in candidates(run["history"])),
-                 default=None)
+    pool = ([r for run in runs for r in candidates(run["history"])] if score_at == "pick"
+            else [run["history"][-1] for run in runs if run["history"]])
+    oracle = max((r["target_accuracy"] for r in pool), default=None)
     rows = []
     for validator in validators or list(VALIDATORS):
         scored = []
         for run in runs:
-            chosen = pick(run["history"], validator)
+            chosen = chosen_record(run["history"], validator, score_at)
             if chosen is not None:
                 scored.append((_score(chosen, validator), chosen["target_accuracy"], run))
         if not scored or oracle is None:
@@ -108,7 +123,8 @@ def score_runs(runs: list[dict[str, Any]], validators: list[str] | None = None
         picked = [a for s, a, _ in scored if s == best_score][-1]
         picked_run = [r for s, _, r in scored if s == best_score][-1]
         rows.append({
-            "validator": validator, "runs": len(scored), "rank_correlation": correlation,
+            "validator": validator, "score_at": score_at, "runs": len(scored),
+            "rank_correlation": correlation,
             "picked_accuracy": 100 * picked, "oracle_best_accuracy": 100 * oracle,
             "pick_vs_oracle_gap": 100 * (oracle - picked),
             "picked_run": picked_run.get("run_dir"), "picked_params": picked_run.get("params"),
@@ -121,29 +137,35 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Validators: picking a model without target labels",
         "",
-        "Written by `tamebias sweep` from run records; do not edit by hand. Each run of a sweep "
-        "is scored by each validator at the evaluation that validator picks within the run; "
-        "the validator then picks the run with the best score. `rank corr.` is Spearman's "
-        "rank correlation between the runs' scores and their target accuracies there; "
-        "`picked` is the target test accuracy (%) of the validator's pick, `oracle-best` the "
-        "best target accuracy of any evaluation of any run (needs target labels: analysis "
-        "only), `gap` their difference in points. `mean` is the mean accuracy of the runs at "
-        "the validator's per-run picks (what a random run would give).",
+        "Written by `tamebias sweep` from run records; do not edit by hand. Every run of a "
+        "sweep is judged by each validator at one evaluation (`scored at`: `pick` = the "
+        "evaluation the validator itself picks within the run, `last` = the final one); the "
+        "validator then picks the run with the best score. `rank corr.` is Spearman's rank "
+        "correlation between the runs' scores and their target accuracies there; `picked` is "
+        "the target test accuracy (%) of the validator's pick; `oracle-best` the best target "
+        "accuracy among the same candidate evaluations (needs target labels: analysis only); "
+        "`gap` their difference in points; `mean` the runs' mean accuracy there (what a random "
+        "run would give).",
         "",
-        "| task | method | validator | runs | rank corr. | picked | oracle-best | gap | mean | "
-        "steps | grid |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | method | validator | scored at | runs | rank corr. | picked | oracle-best | gap "
+        "| mean | steps | grid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: (r["task"], r["method"], r["pick_vs_oracle_gap"])):
         correlation = ("n/a" if row["rank_correlation"] is None
                        else f"{row['rank_correlation']:+.2f}")
         grid = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in row["grid"].items())
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['validator']} | {row['runs']} | "
+            f"| {row['task']} | {row['method']} | {row['validator']} | "
+            f"{row.get('score_at', 'pick')} | {row['runs']} | "
             f"{correlation} | {row['picked_accuracy']:.2f} | {row['oracle_best_accuracy']:.2f} "
             f"| {row['pick_vs_oracle_gap']:.2f} | {row['mean_run_accuracy']:.2f} | "
             f"{row['steps']} | {grid}; seeds {row['seeds']} |")
     return "\n".join(lines) + "\n"
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return row["task"], row["method"], row["validator"], row.get("score_at", "pick")
 
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -151,8 +173,8 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.parent / f".{path.stem}.lock"):
         existing = json.loads(path.read_text())["rows"] if path.exists() else []
-        merged = {(r["task"], r["method"], r["validator"]): r for r in existing}
-        merged.update({(r["task"], r["method"], r["validator"]): r for r in rows})
+        merged = {_key(r): r for r in existing}
+        merged.update({_key(r): r for r in rows})
         ordered = list(merged.values())
         path.write_text(json.dumps({"rows": ordered}, indent=2) + "\n")
         path.with_suffix(".md").write_text(markdown_table(ordered))
@@ -162,12 +184,12 @@ def run_sweep(
     method: str, grid: list[str], seeds: list[int], sweep_dir: str | Path,
     task: str | None = None, overrides: list[str] | None = None, sample: int | None = None,
     search_seed: int = 0, results: str | Path | None = None,
-    on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None, score_at: str = "pick",
 ) -> dict[str, Any]:
     """Train every configuration x seed (finished runs of the same config are reused; a run
     that diverges is recorded with ``diverged`` and left out of the scores), score them with
     every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
-    (default ``SWEEP_DIR/validators.json``; merged by task, method and validator)."""
+    (default ``SWEEP_DIR/validators.json``; merged by task, method, validator, score_at)."""
     sweep_dir = Path(sweep_dir)
     parsed = parse_grid(grid)
     combos = configurations(parsed, sample, search_seed)
@@ -214,7 +236,7 @@ def run_sweep(
              "diverged_runs": len(runs) - len(finished),
              "seeds": seeds, "grid": {k: v for k, v in parsed}, "search":
              f"random {sample} of the grid (seed {search_seed})" if sample else "full grid",
-             "tamebias_version": __version__} for row in score_runs(finished)]
+             "tamebias_version": __version__} for row in score_runs(finished, score_at=score_at)]
     record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
               "seeds": seeds, "runs": runs, "rows": rows}
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -187,7 +187,7 @@ def diagnose_section(folder: Path, level: int = 2) -> str:
 
 def sweep_section(folder: Path) -> str:
     sweep = json.loads((folder / "sweep.json").read_text())
-    from ..sweep import _score, pick
+    from ..sweep import _score, chosen_record
 
     runs, rows = sweep["runs"], sweep["rows"]
     validators = [row["validator"] for row in rows]
@@ -205,7 +205,8 @@ def sweep_section(folder: Path) -> str:
             axis.axis("off")
         for axis, row in zip(axes.flat, rows, strict=False):
             points = [(_score(chosen, row["validator"]), 100 * chosen["target_accuracy"])
-                      for run in runs if (chosen := pick(run["history"], row["validator"]))]
+                      for run in runs if (chosen := chosen_record(
+                          run["history"], row["validator"], row.get("score_at", "pick")))]
             axis.scatter(*zip(*points, strict=True), s=24)
             best = max(points)
             axis.scatter([best[0]], [best[1]], s=90, facecolors="none", edgecolors="red",
@@ -213,7 +214,7 @@ def sweep_section(folder: Path) -> str:
             axis.axhline(row["oracle_best_accuracy"], color="gray", ls="--", lw=1,
                          label="oracle-best")
             correlation = row["rank_correlation"]
-            axis.set_title(f"{row['validator']} (Spearman "
+            axis.set_title(f"{row['validator']} at {row.get('score_at', 'pick')} (Spearman "
                            f"{'n/a' if correlation is None else f'{correlation:+.2f}'})",
                            fontsize=10)
             axis.set_xlabel("validator score (higher is better)")
