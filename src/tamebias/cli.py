@@ -353,7 +353,8 @@ def sweep(
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
             FileNotFoundError) as error:
         _fail(error)
-    table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs)")
+    table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs, "
+                        f"scored at {score_at})")
     for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):
         table.add_column(column)
     for row in sorted(record["rows"], key=lambda r: r["pick_vs_oracle_gap"]):
