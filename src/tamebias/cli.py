@@ -327,3 +327,132 @@ def translate(
             console.print(f"wrote {export_translated(run_dir, export, data_root, which)}")
     except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
         _fail(error)
+
+
+@app.command()
+def diagnose(
+    source: Annotated[str | None, typer.Option(help="Source dataset (name, npz:PATH, "
+                                               "folder:PATH).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target dataset.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A benchmark task (tamebias list tasks) instead of --source/--target.")] = None,
+    run: Annotated[Path | None, typer.Option(
+        help="Measure with this trained run's features (and its source/target).")] = None,
+    output: Annotated[Path, typer.Option(help="Folder for diagnose.json and the PNGs.")] = Path(
+        "diagnose"),
+    steps: Annotated[int, typer.Option(
+        help="Steps of the quick source-only model trained when no --run is given.")] = 500,
+    samples: Annotated[int, typer.Option(help="Images per domain measured.")] = 1000,
+    no_tsne: Annotated[bool, typer.Option("--no-tsne", help="Skip the t-SNE figure.")] = False,
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+    seed: int = 0,
+) -> None:
+    """How shifted is the target? Proxy A-distance and MMD (pixels and features), a BBSE
+    estimate of the target class proportions, image statistics, sample grids and a t-SNE."""
+    from .diagnosis import diagnose as run_diagnose
+
+    try:
+        report = run_diagnose(source, target, run=run, task=task, output=output,
+                              overrides=overrides, steps=steps, samples=samples,
+                              data_root=data_root, seed=seed, tsne=not no_tsne)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    table = Table(title=f"shift {report['source']} -> {report['target']}")
+    for column in ("measure", "pixels", "features"):
+        table.add_column(column)
+    for key, name in (("proxy_a_distance", "proxy A-distance (0..2)"),
+                      ("domain_classifier_error", "domain classifier error"),
+                      ("mmd2", "MMD^2 (RBF)")):
+        table.add_row(name, f"{report['pixels'][key]:.3f}", f"{report['features'][key]:.3f}")
+    console.print(table)
+    estimate = report["label_shift"]["target_class_proportions"]
+    console.print("BBSE target class proportions: " + " ".join(f"{v:.2f}" for v in estimate))
+    console.print(f"source val accuracy {100 * report['source_val_accuracy']:.1f}%; "
+                  f"wrote {output / 'diagnose.json'} and {', '.join(report['figures'])}")
+
+
+@app.command()
+def sweep(
+    method: Annotated[str, typer.Option(help="The method to tune (tamebias list methods).")],
+    grid: Annotated[list[str] | None, typer.Option(
+        help="A hyperparameter and its values, e.g. --grid method.domain_weight=0.1,0.3,1.0 "
+             "(repeatable; the grid is their product).")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A benchmark task (tamebias list tasks), e.g. mnist-usps; else use --set "
+             "data.source=... data.target=...")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (each config x seed is "
+                                       "one run).")] = "0",
+    random_search: Annotated[int | None, typer.Option(
+        "--random", help="Draw this many distinct configurations of the grid at random.")
+    ] = None,
+    search_seed: Annotated[int, typer.Option(help="Seed of the random draw.")] = 0,
+    sweep_dir: Annotated[Path | None, typer.Option(
+        help="Where the runs and sweep.json go (default runs/sweep/TASK-METHOD).")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="Validator table (JSON, .md beside it; rows merged by task, method, validator). "
+             "Default SWEEP_DIR/validators.json.")] = None,
+    score_at: Annotated[str, typer.Option(
+        help="pick: judge each run at the evaluation the validator picks within it; last: at "
+             "its final evaluation.")] = "pick",
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Grid or random search over a method's hyperparameters and seeds; every run scored by
+    every unsupervised validator, with the rank correlation to oracle target accuracy and
+    the gap between each validator's pick and the oracle's (target labels: analysis only)."""
+    from .sweep import run_sweep
+
+    name = (task or "custom") + f"-{method}"
+    sweep_dir = sweep_dir or Path("runs") / "sweep" / name
+
+    def show(run: dict) -> None:
+        if "diverged" in run:
+            errors.print(f"{run['run_dir']}: diverged, left out of the scores")
+            return
+        console.print(f"{run['run_dir']}: final target accuracy "
+                      f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
+
+    try:
+        record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
+                           sweep_dir, task, _with_root(overrides, data_root), random_search,
+                           search_seed, results, on_run=show, score_at=score_at)
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs, "
+                        f"scored at {score_at})")
+    for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):
+        table.add_column(column)
+    for row in sorted(record["rows"], key=lambda r: r["pick_vs_oracle_gap"]):
+        correlation = row["rank_correlation"]
+        table.add_row(row["validator"], "n/a" if correlation is None else f"{correlation:+.2f}",
+                      f"{row['picked_accuracy']:.2f}", f"{row['oracle_best_accuracy']:.2f}",
+                      f"{row['pick_vs_oracle_gap']:.2f}")
+    console.print(table)
+    console.print(f"wrote {sweep_dir / 'sweep.json'} and "
+                  f"{results or sweep_dir / 'validators.json'} (+ .md)")
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run directories, sweep directories (sweep.json) or diagnose folders.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
+        "report.html"),
+    title: Annotated[str, typer.Option(help="Page title.")] = "tamebias report",
+    tsne: Annotated[bool, typer.Option(
+        "--tsne", help="Compute RUN/tsne.png for runs without one (needs their data).")] = False,
+    data_root: DataRoot = None,
+) -> None:
+    """One self-contained HTML page (figures embedded, nothing loaded from a network): protocol
+    card, training curves, per-class accuracy, confusion matrix, t-SNE and diagnosis when
+    present, and for a sweep the validator-versus-oracle scatter."""
+    from .report.html import write_report
+
+    try:
+        path = write_report(paths, output, title, tsne, data_root)
+    except (FileNotFoundError, ValueError, KeyError, ConfigError, DataError) as error:
+        _fail(error)
+    console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")

@@ -95,7 +95,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """How to train: seed, device, cadences, and the model-selection rule
-    (``last``, ``source_val`` or ``target_oracle`` — the last for analysis only)."""
+    (``last``, ``source_val``, an unsupervised validator of ``evaluation.validators.VALIDATORS``
+    such as ``snd`` or ``dev``, or ``target_oracle`` — the last for analysis only)."""
 
     seed: int = 0
     device: str = "auto"
@@ -295,14 +296,17 @@ def load_config(
 
 def validate(config: RunConfig) -> None:
     """Checks that span fields, made before any data is read."""
-    if config.train.selection not in SELECTION_RULES:
+    from .evaluation.validators import VALIDATORS
+
+    rules = (*SELECTION_RULES, *(name for name in VALIDATORS if name not in SELECTION_RULES))
+    if config.train.selection not in rules:
         raise ConfigError(
-            f"train.selection must be one of {', '.join(SELECTION_RULES)}, "
+            f"train.selection must be one of {', '.join(rules)}, "
             f"got {config.train.selection!r}"
         )
-    if config.train.selection == "source_val" and config.data.source_val_fraction <= 0:
+    if config.train.selection in ("source_val", "dev") and config.data.source_val_fraction <= 0:
         raise ConfigError(
-            "train.selection=source_val needs a source validation set: "
+            f"train.selection={config.train.selection} needs a source validation set: "
             "set data.source_val_fraction > 0 or train.selection=last"
         )
     if not 0 <= config.data.source_val_fraction < 1:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import OptimConfig
 from ..data.domain import DomainData, DomainStreams
 from ..evaluation.metrics import Evaluation, evaluate
+from ..evaluation.selection import ValidationProbe, selection_score
 from ..methods.base import Method, Stage, trainable_parameters
 from ..models.norm import use_domain
 from . import checkpoint
@@ -104,6 +105,7 @@ class Trainer:
         self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
         self.started = time.perf_counter()
         self.rejection = rejection  # an open-set RejectionRule under a category shift
+        self.probe = ValidationProbe(data, device)  # unsupervised validators, every evaluation
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
@@ -195,7 +197,7 @@ class Trainer:
             optimizers[name].load_state_dict(state)
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
-        score = SCORES[self.selection]
+        score = SCORES.get(self.selection) or selection_score(self.selection)
         needs = self.method.needs
         sums: dict[str, Tensor] = {}
         window_start = first_step
@@ -240,7 +242,8 @@ class Trainer:
                 record = {"stage": stage.name, "step": done, "global_step": offset + done,
                           "target_accuracy": target.accuracy,
                           "target_mean_class_accuracy": target.mean_class_accuracy,
-                          "source_val_accuracy": source.accuracy if source else None}
+                          "source_val_accuracy": source.accuracy if source else None,
+                          "validators": self.probe.scores(self.method)}
                 if target.open_set:  # category shift: the open-set metrics, rule applied
                     record.update({f"target_{key}": target.open_set[key] for key in (
                         "h_score", "per_class_mean", "known_accuracy", "unknown_recall")})

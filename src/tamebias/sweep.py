@@ -1,0 +1,245 @@
+"""``tamebias sweep``: grid or random search over a method's hyperparameters and seeds, every
+run scored by every unsupervised validator from its evaluation records, and a table of how
+well each validator's pick matches the oracle's (target labels: analysis only).
+
+Scoring rule (one for every validator), ``score_at="pick"`` (default): within a run, the
+validator picks the evaluation with its highest value among the last evaluated stage's
+evaluations (as ``train.selection=NAME`` would); the run's *score* is that value and its
+*accuracy* the target test accuracy there. Across runs the validator picks the run with the
+highest score. The oracle picks the best target accuracy over every evaluation of every run.
+``score_at="last"`` uses every run's final evaluation instead (a pure hyperparameter choice;
+the oracle then picks the best final accuracy)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .api import RunResult, fit, run_identity
+from .bench import locked
+from .config import ConfigError, load_config, parse_override
+from .data.domain import prepare_data
+from .evaluation.validators import VALIDATORS
+from .registry import lookup
+from .training.trainer import TrainingDiverged
+
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
+    """``key=v1,v2,...`` (values read as JSON where they parse, else strings)."""
+    grid = []
+    for spec in specs:
+        if "=" not in spec or not spec.split("=", 1)[1]:
+            raise ConfigError(f"--grid {spec!r} must look like section.key=value1,value2,...")
+        key, raw = spec.split("=", 1)
+        values = [parse_override(f"{key}={item}")[1] for item in raw.split(",")]
+        grid.append((key.strip(), values))
+    keys = [key for key, _ in grid]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--grid names a key twice: {keys}")
+    return grid
+
+
+def configurations(grid: list[tuple[str, list[Any]]], sample: int | None = None,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Every combination of the grid, or ``sample`` distinct ones drawn at random."""
+    combos = [dict(zip([k for k, _ in grid], values, strict=True))
+              for values in itertools.product(*(v for _, v in grid))]
+    if sample is not None and sample < len(combos):
+        combos = random.Random(seed).sample(combos, sample)
+    return combos
+
+
+def _slug(params: dict[str, Any]) -> str:
+    text = ",".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()) or "defaults"
+    return "".join(c if c.isalnum() or c in "=,.-_" else "_" for c in text)
+
+
+def _score(record: dict[str, Any], validator: str) -> float | None:
+    value = (record.get("validators") or {}).get(validator)
+    if value is None and validator == "source_val":
+        value = record.get("source_val_accuracy")
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluations a selection rule may pick: those of the last evaluated stage."""
+    return [r for r in history if r["stage"] == history[-1]["stage"]] if history else []
+
+
+def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
+    """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
+    best, best_value = None, None
+    for record in candidates(history):
+        value = _score(record, validator)
+        if value is not None and (best_value is None or value >= best_value):
+            best, best_value = record, value
+    return best
+
+
+def chosen_record(history: list[dict[str, Any]], validator: str, score_at: str = "pick"
+                  ) -> dict[str, Any] | None:
+    """The evaluation a validator is judged at in one run (``pick`` or ``last``)."""
+    if score_at == "last":
+        final = candidates(history)[-1:] or [None]
+        return final[0] if final[0] is not None and _score(final[0], validator) is not None \
+            else None
+    if score_at != "pick":
+        raise ValueError(f"score_at must be pick or last, got {score_at!r}")
+    return pick(history, validator)
+
+
+def score_runs(runs: list[dict[str, Any]], validators: list[str] | None = None,
+               score_at: str = "pick") -> list[dict[str, Any]]:
+    """One row per validator from runs (``{"history": [...]}``): Spearman rank correlation of
+    the runs' validator scores with their accuracies, the picked run's accuracy, the oracle's
+    best accuracy and the gap, in accuracy points (%)."""
+    from scipy.stats import spearmanr
+
+    pool = ([r for run in runs for r in candidates(run["history"])] if score_at == "pick"
+            else [run["history"][-1] for run in runs if run["history"]])
+    oracle = max((r["target_accuracy"] for r in pool), default=None)
+    rows = []
+    for validator in validators or list(VALIDATORS):
+        scored = []
+        for run in runs:
+            chosen = chosen_record(run["history"], validator, score_at)
+            if chosen is not None:
+                scored.append((_score(chosen, validator), chosen["target_accuracy"], run))
+        if not scored or oracle is None:
+            continue
+        scores, accuracies = [s for s, _, _ in scored], [a for _, a, _ in scored]
+        correlation = None
+        if len(scored) > 2 and len(set(scores)) > 1 and len(set(accuracies)) > 1:
+            correlation = float(spearmanr(scores, accuracies).statistic)
+        best_score = max(scores)
+        picked = [a for s, a, _ in scored if s == best_score][-1]
+        picked_run = [r for s, _, r in scored if s == best_score][-1]
+        rows.append({
+            "validator": validator, "score_at": score_at, "runs": len(scored),
+            "rank_correlation": correlation,
+            "picked_accuracy": 100 * picked, "oracle_best_accuracy": 100 * oracle,
+            "pick_vs_oracle_gap": 100 * (oracle - picked),
+            "picked_run": picked_run.get("run_dir"), "picked_params": picked_run.get("params"),
+            "mean_run_accuracy": 100 * statistics.fmean(accuracies),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Validators: picking a model without target labels",
+        "",
+        "Written by `tamebias sweep` from run records; do not edit by hand. Every run of a "
+        "sweep is judged by each validator at one evaluation (`scored at`: `pick` = the "
+        "evaluation the validator itself picks within the run, `last` = the final one); the "
+        "validator then picks the run with the best score. `rank corr.` is Spearman's rank "
+        "correlation between the runs' scores and their target accuracies there; `picked` is "
+        "the target test accuracy (%) of the validator's pick; `oracle-best` the best target "
+        "accuracy among the same candidate evaluations (needs target labels: analysis only); "
+        "`gap` their difference in points; `mean` the runs' mean accuracy there (what a random "
+        "run would give).",
+        "",
+        "| task | method | validator | scored at | runs | rank corr. | picked | oracle-best | gap "
+        "| mean | steps | grid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["task"], r["method"], r["pick_vs_oracle_gap"])):
+        correlation = ("n/a" if row["rank_correlation"] is None
+                       else f"{row['rank_correlation']:+.2f}")
+        grid = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in row["grid"].items())
+        lines.append(
+            f"| {row['task']} | {row['method']} | {row['validator']} | "
+            f"{row.get('score_at', 'pick')} | {row['runs']} | "
+            f"{correlation} | {row['picked_accuracy']:.2f} | {row['oracle_best_accuracy']:.2f} "
+            f"| {row['pick_vs_oracle_gap']:.2f} | {row['mean_run_accuracy']:.2f} | "
+            f"{row['steps']} | {grid}; seeds {row['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return row["task"], row["method"], row["validator"], row.get("score_at", "pick")
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Merge rows into ``path`` (JSON; key: task, method, validator) and write ``.md`` beside."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent / f".{path.stem}.lock"):
+        existing = json.loads(path.read_text())["rows"] if path.exists() else []
+        merged = {_key(r): r for r in existing}
+        merged.update({_key(r): r for r in rows})
+        ordered = list(merged.values())
+        path.write_text(json.dumps({"rows": ordered}, indent=2) + "\n")
+        path.with_suffix(".md").write_text(markdown_table(ordered))
+
+
+def run_sweep(
+    method: str, grid: list[str], seeds: list[int], sweep_dir: str | Path,
+    task: str | None = None, overrides: list[str] | None = None, sample: int | None = None,
+    search_seed: int = 0, results: str | Path | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None, score_at: str = "pick",
+) -> dict[str, Any]:
+    """Train every configuration x seed (finished runs of the same config are reused; a run
+    that diverges is recorded with ``diverged`` and left out of the scores), score them with
+    every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
+    (default ``SWEEP_DIR/validators.json``; merged by task, method, validator, score_at)."""
+    sweep_dir = Path(sweep_dir)
+    parsed = parse_grid(grid)
+    combos = configurations(parsed, sample, search_seed)
+    base = []
+    if task is not None:
+        from .tasks import TASKS
+
+        base = lookup(TASKS, task, "task").overrides()
+    data, runs = None, []
+    for index, params in enumerate(combos):
+        for seed in seeds:
+            config = load_config(None, [
+                *base, f"method.name={method}", f"train.seed={seed}", "train.progress=false",
+                *(overrides or []), *(f"{k}={json.dumps(v)}" for k, v in params.items())])
+            if data is None:
+                data = prepare_data(config.data)  # decoded once for the whole sweep
+            run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
+            saved = run_dir / "config.json"
+            same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
+                run_identity(config.to_dict())
+            if saved.exists() and not same:
+                shutil.rmtree(run_dir)  # a stale run of another config
+            try:
+                if same and (run_dir / "result.json").exists():
+                    result = RunResult.load(run_dir)  # finished: reuse, no retraining
+                else:
+                    result = fit(config, run_dir=run_dir, data=data)
+            except TrainingDiverged as error:  # a bad configuration is a result, not a crash
+                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                       "diverged": str(error), "history": [], "steps": 0,
+                       "final_target_accuracy": None}
+            else:
+                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                       "history": result.history, "steps": result.steps,
+                       "final_target_accuracy": result.final_target_accuracy}
+            runs.append(run)
+            if on_run:
+                on_run(run)
+    task_name = task or f"{config.data.source}->{config.data.target}"
+    finished = [run for run in runs if "diverged" not in run]
+    if not finished:
+        raise TrainingDiverged(f"every run of the sweep diverged; see {sweep_dir}")
+    rows = [{"task": task_name, "method": method, **row, "steps": finished[0]["steps"],
+             "diverged_runs": len(runs) - len(finished),
+             "seeds": seeds, "grid": {k: v for k, v in parsed}, "search":
+             f"random {sample} of the grid (seed {search_seed})" if sample else "full grid",
+             "tamebias_version": __version__} for row in score_runs(finished, score_at=score_at)]
+    record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
+              "seeds": seeds, "runs": runs, "rows": rows}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_results(Path(results) if results else sweep_dir / "validators.json", rows)
+    return record
