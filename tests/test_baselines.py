@@ -166,6 +166,10 @@ def test_adabn_in_fit_and_as_a_post_hoc_command(tiny_overrides, tmp_path):
     evaluation = api.evaluate(restored.method.predict, restored.load_split(
         restored.config.data.target, "test"), restored.device)
     assert evaluation.accuracy == pytest.approx(result.target["accuracy"])
+    last = api.fit(None, [*tiny_overrides, "model.norm=bn", "train.adabn=true",
+                          "train.selection=last"], run_dir=tmp_path / "last")
+    assert last.final_target_accuracy == pytest.approx(last.target["accuracy"]), \
+        "the last rule reports the AdaBN-adapted last model"
     summary = api.adabn(run_dir)
     assert summary["layers"] == 3 and json.loads((run_dir / "adabn.json").read_text())
     lenet_run = api.fit(None, tiny_overrides, run_dir=tmp_path / "plain")

@@ -198,6 +198,9 @@ def fit(
     )
     report = trainer.run()
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
+    if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one
+        adapt_to_target(method, data.target_train.images, device)
+        final_accuracy = trainer.evaluate()[0].accuracy
     if selection != "last" and trainer.best_path.exists():
         method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
     if config.train.adabn:
