@@ -235,3 +235,15 @@ def test_resume_identity_ignores_where_the_data_lives():
     assert run_identity(first) == run_identity(second)
     third = load_config(None, ["method.steps=5"]).to_dict()
     assert run_identity(first) != run_identity(third)
+
+
+def test_every_shipped_config_file_loads():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+    assert files
+    for path in files:
+        config = load_config(path)
+        assert config.method.name and config.data.source
+    fixmatch = load_config(Path(__file__).parent.parent / "configs" / "mnist_usps_fixmatch.toml")
+    assert fixmatch.method.self_training.mode == "fixmatch", "a partial table keeps the preset"
