@@ -92,8 +92,6 @@ class SelfTraining(nn.Module):
         self.teacher: Classifier | None = None
         if uses_copy:
             self.teacher = copy.deepcopy(classifier).requires_grad_(False)
-            # a snapshot teacher labels nothing before its first refresh
-            self.register_buffer("ready", torch.tensor(config.mode == "mean_teacher"))
 
     @property
     def enabled(self) -> bool:
@@ -110,6 +108,12 @@ class SelfTraining(nn.Module):
             return self.config.weight
         return self.config.weight * min(1.0, progress / self.config.warmup)
 
+    def teacher_ready(self, step: int) -> bool:
+        """A snapshot teacher labels nothing before its first refresh (after ``rounds``
+        steps); derived from the step, so there is no state to keep or sync."""
+        return not (self.config.mode == "pseudo_label" and self.config.rounds > 0
+                    and step < self.config.rounds)
+
     @torch.no_grad()
     def teacher_probabilities(self, images: Tensor) -> Tensor:
         if self.teacher is not None:
@@ -123,8 +127,7 @@ class SelfTraining(nn.Module):
         config, student = self.config, self.student[0]
         weight = self.weight(ctx.progress)
         device = target.images.device
-        if not self.enabled or weight == 0 or (
-                self.teacher is not None and not bool(self.ready)):
+        if not self.enabled or weight == 0 or not self.teacher_ready(ctx.step):
             zero = torch.zeros((), device=device)
             return zero, {"pseudo_mask": zero}
         with use_domain(student, "target"), use_domain(self.teacher or student, "target"):
@@ -162,7 +165,6 @@ class SelfTraining(nn.Module):
                 mean.copy_(value)
         elif (ctx.step + 1) % self.config.rounds == 0:
             self.teacher.load_state_dict(student.state_dict())
-            self.ready.fill_(True)
 
 
 @dataclass
