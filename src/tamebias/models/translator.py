@@ -135,12 +135,14 @@ class ImagePool(nn.Module):
         self.size = size
         self.register_buffer("images", torch.zeros(0))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._filled = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         saved = state_dict.get(prefix + "images")
         if saved is not None and saved.shape != self.images.shape:  # allocate, then copy
             self.images = torch.zeros_like(saved, device=self.images.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._filled = int(self.count)  # a host-side mirror: no device sync per query
 
     @torch.no_grad()
     def query(self, images: Tensor) -> Tensor:
@@ -151,21 +153,25 @@ class ImagePool(nn.Module):
             self.images = torch.zeros((self.size, *images.shape[1:]), dtype=images.dtype,
                                       device=images.device)
             self.count.zero_()
+            self._filled = 0
         count = len(images)
-        free = max(0, min(self.size - int(self.count), count))
+        free = max(0, min(self.size - self._filled, count))
         output = images.clone()
         if free:  # fill the pool first; these images are returned as they are
-            self.images[int(self.count): int(self.count) + free] = images[:free]
-            self.count += free
+            self.images[self._filled : self._filled + free] = images[:free]
+            self._filled += free
+            self.count.fill_(self._filled)
         rest = count - free
         if rest:
             swap = torch.rand(rest, device=images.device) < 0.5
             slots = torch.randint(0, self.size, (rest,), device=images.device)
             new = images[free:]
             old = self.images[slots]
-            output[free:] = torch.where(swap.view(-1, *[1] * (new.dim() - 1)), old, new)
-            # a slot drawn twice keeps the last writer; CycleGAN's loop does the same
-            self.images[slots[swap]] = new[swap]
+            swap = swap.view(-1, *[1] * (new.dim() - 1))
+            output[free:] = torch.where(swap, old, new)
+            # swapped slots take the new image, the others keep theirs (no boolean indexing,
+            # so no device sync); a slot drawn twice keeps one writer, as in CycleGAN's loop
+            self.images[slots] = torch.where(swap, new, old)
         return output
 
 
