@@ -189,3 +189,21 @@ def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, mo
     assert final["memory.written"].any()
     again = checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["method"]
     assert all(torch.equal(final[k], again[k]) for k in final)
+
+
+def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
+    from tamebias import api
+    from tamebias.api import build_run
+    from tamebias.config import load_config
+
+    source = api.fit(None, tiny_overrides, run_dir=tmp_path / "source")
+    config = load_config(None, [*tiny_overrides, "method=dance",
+                                f"method.source_run={source.run_dir}"])
+    _, method, _ = build_run(config)
+    stage = method.stages()[0]
+    stage.on_start()
+    trained = api.load_run(source.run_dir).method.classifier.state_dict()
+    assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
+                       trained["backbone.fc.1.weight"])
+    assert torch.equal(method.classifier.classifier_head.weight,
+                       trained["classifier_head.weight"]), "prototypes from the linear head"

@@ -274,13 +274,14 @@ def run_bench(
             method, variant_overrides = resolve_variant(label)
             results = []
             for seed in seeds:
-                # overrides may name {task}, {seed} and {suite}, e.g. ADDA reusing the
+                # overrides may name {task}, {seed}, {suite} and {runs}, e.g. ADDA reusing the
                 # source-only run of the same task and seed as its first stage
-                fields = {"task": task_name, "seed": seed, "suite": suite}
+                fields = {"task": task_name, "seed": seed, "suite": suite,
+                          "runs": str(runs_dir)}
                 config = load_config(None, [
                     f"method.name={method}", *task.overrides(), f"train.seed={seed}",
-                    "train.progress=false", *variant_overrides,
-                    *(o.format(**fields) for o in overrides or []),
+                    "train.progress=false",
+                    *(o.format(**fields) for o in [*variant_overrides, *(overrides or [])]),
                 ])
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task

@@ -121,6 +121,9 @@ VARIANTS: dict[str, Variant] = {
     "pseudo_label+dsbn": Variant("self_training", ("model.norm=dsbn",),
                                  "online pseudo-labels with domain-specific batch norm"),
     "dann+dsbn": Variant("dann", ("model.norm=dsbn",), "DANN with domain-specific batch norm"),
+    "dance+source": Variant(
+        "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",),
+        "DANCE started from the source-only run of the same task and seed (bench runs dir)"),
     "fixmatch+bn+aug": Variant(
         "fixmatch", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
         "FixMatch consistency + batch norm + weak views of source and target (the combination)"),

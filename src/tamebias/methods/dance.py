@@ -29,6 +29,10 @@ class DANCEConfig(MethodConfig):
     margin: float = 0.5  # entropy separation acts only where |H - rho| > margin
     rho: float | None = None  # None: log(K) / 2, also the rejection threshold
     memory_momentum: float = 0.0  # the authors' configs use 0 (replace); 0.001 on VisDA
+    # start from another run's trained source model (the analogue of the paper's pretrained
+    # backbone when training from scratch): its backbone, and its linear head's class weights
+    # as the initial prototypes
+    source_run: str | None = None
 
 
 class CosineHead(nn.Module):
@@ -128,7 +132,25 @@ class DANCE(Method):
 
     def stages(self) -> list[Stage]:
         return [Stage("adapt", self.adapt_step, {"model": [self.classifier]},
-                      self.config.optim, self.config.steps)]
+                      self.config.optim, self.config.steps, on_start=self.start_from_source)]
+
+    def start_from_source(self) -> None:
+        if self.config.source_run is None:
+            return
+        from .adda import load_source_classifier
+
+        weights = load_source_classifier(self.config.source_run)
+        backbone = {k[len("backbone."):]: v for k, v in weights.items()
+                    if k.startswith("backbone.")}
+        self.classifier.backbone.load_state_dict(backbone)
+        head = weights.get("classifier_head.weight")
+        if head is None or head.shape != self.classifier.classifier_head.weight.shape:
+            raise ValueError(
+                f"method.source_run: {self.config.source_run} has no linear head of shape "
+                f"{tuple(self.classifier.classifier_head.weight.shape)} to take prototypes from; "
+                "give a source-only run on the same classes")
+        with torch.no_grad():
+            self.classifier.classifier_head.weight.copy_(head)
 
     def neighborhood_logits(self, target_features: Tensor, target_logits: Tensor,
                             indices: Tensor) -> Tensor:
