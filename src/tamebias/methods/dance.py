@@ -168,7 +168,9 @@ class DANCE(Method):
         source, target = batch.source, batch.target
         assert source is not None and target is not None
         config = self.config
-        indices = target.indices.to(target.images.device)
+        # dataset indices stay on the host (as the stream makes them): the bank's growth
+        # check reads their maximum without a device sync; indexing accepts them as is
+        indices = target.indices
         with ctx.autocast():
             source_logits = self.classifier(source.images)
             class_loss = F.cross_entropy(source_logits, source.labels)
