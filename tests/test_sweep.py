@@ -110,3 +110,33 @@ def test_scoring_at_the_last_evaluation_ignores_earlier_ones():
     assert at_last["picked_accuracy"] == pytest.approx(80)
     assert at_last["oracle_best_accuracy"] == pytest.approx(80)
     assert at_last["pick_vs_oracle_gap"] == pytest.approx(0)
+
+
+def test_every_label_free_rule_is_read_back_from_the_run_record():
+    from types import SimpleNamespace
+
+    from tamebias.bench import rule_means
+    from tamebias.evaluation.selection import rule_accuracies
+
+    history = [record(1, 0.50, source_val=0.99, im=0.2), record(2, 0.80, source_val=0.90, im=0.9),
+               record(3, 0.70, source_val=0.95, im=0.5)]
+    assert rule_accuracies(history) == {"source_val": 0.50, "im": 0.80}
+    older = [{"stage": "train", "step": 1, "target_accuracy": 0.6, "source_val_accuracy": 0.9}]
+    assert rule_accuracies(older) == {"source_val": 0.6}  # runs from before the validators
+    means = rule_means([SimpleNamespace(history=history), SimpleNamespace(history=older)])
+    assert means == {"source_val": pytest.approx(55.0)}  # only rules every run recorded
+
+
+def test_bench_rows_show_the_source_val_and_im_rules(tiny_overrides):
+    from tamebias.api import fit
+    from tamebias.bench import markdown_table, row_from_runs
+    from tamebias.evaluation.selection import pick
+
+    result = fit(None, [*tiny_overrides, "method.name=dann", "train.eval_every=2",
+                        "method.steps=6"])
+    row = row_from_runs("tiny", [result], label="dann+bn+aug")
+    chosen = pick(result.history, "im")
+    assert row["rule_accuracy_mean"]["im"] == pytest.approx(100 * chosen["target_accuracy"])
+    table = markdown_table("tiny", [row])
+    rules = row["rule_accuracy_mean"]
+    assert f"| {rules['source_val']:.2f} / {rules['im']:.2f} |" in table

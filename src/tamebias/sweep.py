@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 import shutil
 import statistics
@@ -27,6 +26,7 @@ from .api import RunResult, fit, run_identity
 from .bench import locked
 from .config import ConfigError, load_config, parse_override
 from .data.domain import prepare_data
+from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
 from .registry import lookup
 from .training.trainer import TrainingDiverged
@@ -62,34 +62,12 @@ def _slug(params: dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "=,.-_" else "_" for c in text)
 
 
-def _score(record: dict[str, Any], validator: str) -> float | None:
-    value = (record.get("validators") or {}).get(validator)
-    if value is None and validator == "source_val":
-        value = record.get("source_val_accuracy")
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluations a selection rule may pick: those of the last evaluated stage."""
-    return [r for r in history if r["stage"] == history[-1]["stage"]] if history else []
-
-
-def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
-    """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
-    best, best_value = None, None
-    for record in candidates(history):
-        value = _score(record, validator)
-        if value is not None and (best_value is None or value >= best_value):
-            best, best_value = record, value
-    return best
-
-
 def chosen_record(history: list[dict[str, Any]], validator: str, score_at: str = "pick"
                   ) -> dict[str, Any] | None:
     """The evaluation a validator is judged at in one run (``pick`` or ``last``)."""
     if score_at == "last":
         final = candidates(history)[-1:] or [None]
-        return final[0] if final[0] is not None and _score(final[0], validator) is not None \
+        return final[0] if final[0] is not None and record_score(final[0], validator) is not None \
             else None
     if score_at != "pick":
         raise ValueError(f"score_at must be pick or last, got {score_at!r}")
@@ -112,7 +90,7 @@ def score_runs(runs: list[dict[str, Any]], validators: list[str] | None = None,
         for run in runs:
             chosen = chosen_record(run["history"], validator, score_at)
             if chosen is not None:
-                scored.append((_score(chosen, validator), chosen["target_accuracy"], run))
+                scored.append((record_score(chosen, validator), chosen["target_accuracy"], run))
         if not scored or oracle is None:
             continue
         scores, accuracies = [s for s, _, _ in scored], [a for _, a, _ in scored]

@@ -7,6 +7,7 @@ one named in ``train.selection``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -83,3 +84,38 @@ def selection_score(rule: str) -> Callable[[dict[str, Any]], float]:
     if rule not in VALIDATORS:
         raise KeyError(f"no validator {rule!r}; choose from {', '.join(VALIDATORS)}")
     return lambda record: record["validators"][rule]
+
+
+def record_score(record: dict[str, Any], validator: str) -> float | None:
+    """A validator's value in one evaluation record (``source_val`` also from records written
+    before validators were recorded); None when missing or not finite."""
+    value = (record.get("validators") or {}).get(validator)
+    if value is None and validator == "source_val":
+        value = record.get("source_val_accuracy")
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluations a selection rule may pick: those of the last evaluated stage."""
+    return [r for r in history if r["stage"] == history[-1]["stage"]] if history else []
+
+
+def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
+    """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
+    best, best_value = None, None
+    for record in candidates(history):
+        value = record_score(record, validator)
+        if value is not None and (best_value is None or value >= best_value):
+            best, best_value = record, value
+    return best
+
+
+def rule_accuracies(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Target test accuracy (fraction) of the evaluation each recorded validator picks within
+    one run: every label-free rule, read from the run record without retraining."""
+    names = {name for record in candidates(history) for name in record.get("validators") or {}}
+    if any(record.get("source_val_accuracy") is not None for record in candidates(history)):
+        names.add("source_val")
+    chosen = {name: pick(history, name) for name in sorted(names)}
+    return {name: record["target_accuracy"] for name, record in chosen.items()
+            if record is not None and record.get("target_accuracy") is not None}

@@ -187,7 +187,8 @@ def diagnose_section(folder: Path, level: int = 2) -> str:
 
 def sweep_section(folder: Path) -> str:
     sweep = json.loads((folder / "sweep.json").read_text())
-    from ..sweep import _score, chosen_record
+    from ..evaluation.selection import record_score
+    from ..sweep import chosen_record
 
     runs, rows = sweep["runs"], sweep["rows"]
     validators = [row["validator"] for row in rows]
@@ -204,7 +205,7 @@ def sweep_section(folder: Path) -> str:
         for axis in axes.flat[len(validators):]:
             axis.axis("off")
         for axis, row in zip(axes.flat, rows, strict=False):
-            points = [(_score(chosen, row["validator"]), 100 * chosen["target_accuracy"])
+            points = [(record_score(chosen, row["validator"]), 100 * chosen["target_accuracy"])
                       for run in runs if (chosen := chosen_record(
                           run["history"], row["validator"], row.get("score_at", "pick")))]
             axis.scatter(*zip(*points, strict=True), s=24)
