@@ -205,5 +205,63 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     trained = api.load_run(source.run_dir).method.classifier.state_dict()
     assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
                        trained["backbone.fc.1.weight"])
-    assert torch.equal(method.classifier.classifier_head.weight,
-                       trained["classifier_head.weight"]), "prototypes from the linear head"
+    prototypes = F.normalize(trained["classifier_head.weight"], dim=1)
+    assert torch.allclose(method.classifier.classifier_head.weight, prototypes,
+                          atol=1e-6), "unit prototypes from the linear head"
+
+
+class _NoStep:
+    """A step context that only backpropagates (no optimizer): the model stays as it is."""
+
+    def update(self, optimizer, loss):
+        loss.backward()
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _batch(seed=0, size=6):
+    from tamebias.data.batch import DomainBatch, LabeledBatch, UnlabeledBatch
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(2 * size, 1, 16, 16, generator=generator)
+    return DomainBatch(
+        LabeledBatch(images[:size], torch.arange(size) % 4, torch.arange(size)),
+        UnlabeledBatch(images[size:], torch.arange(size)))
+
+
+@pytest.mark.parametrize("target_dropout", [False, True])
+def test_target_features_skip_dropout_unless_asked(target_dropout):
+    """The paper's backbone has no dropout: the memory bank (and NC / ES) must see the
+    deterministic target features evaluation sees, while the source batch keeps dropout."""
+    torch.manual_seed(0)
+    method = _dance(target_dropout=target_dropout)
+    method.train()
+    batch, written = _batch(), []
+    original = method.memory.update
+    method.memory.update = lambda features, indices: (written.append(features.clone()),
+                                                      original(features, indices))
+    method.adapt_step(batch, _NoStep())
+    method.adapt_step(batch, _NoStep())
+    with torch.no_grad():
+        method.eval()
+        deterministic = method.classifier.features(batch.target.images)
+        method.train()
+    same = torch.allclose(written[0], written[1]) and torch.allclose(written[0], deterministic)
+    assert same != target_dropout
+    assert all(m.training for m in method.classifier.modules()), "dropout back on afterwards"
+
+
+def test_cosine_head_keeps_unit_prototypes_like_the_authors_weight_norm():
+    method = _dance(num_classes=4)
+    head = method.classifier.classifier_head
+    assert torch.allclose(head.weight.norm(dim=1), torch.ones(4))
+    with torch.no_grad():
+        head.weight.mul_(torch.tensor([[3.0], [0.2], [1.0], [0.5]]))  # e.g. after an SGD step
+    direction = F.normalize(head.weight.detach(), dim=1)
+    method.train()
+    method.adapt_step(_batch(), _NoStep())  # renormalizes before the step's forward
+    assert torch.allclose(head.weight.norm(dim=1), torch.ones(4))
+    assert torch.allclose(head.weight, direction, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from ..config import MethodConfig, OptimConfig
 from ..data.batch import DomainBatch
 from ..evaluation.openset import entropy
 from ..models.classifier import Classifier
+from ..models.layers import dropout_off
 from .base import Method, Stage, StepContext
 
 
@@ -33,16 +35,27 @@ class DANCEConfig(MethodConfig):
     # backbone when training from scratch): its backbone, and its linear head's class weights
     # as the initial prototypes
     source_run: str | None = None
+    # the paper's backbone (ResNet-50) has no dropout: its self-supervised losses, its memory
+    # bank and its rejection all see the same deterministic target features. A backbone with
+    # dropout (LeNet) keeps it on the source batch only unless this is true
+    target_dropout: bool = False
 
 
 class CosineHead(nn.Module):
     """Temperature-scaled cosine classifier: logits = <f/|f|, w_k/|w_k|> / T. The normalized
-    weights are the source class prototypes. No bias (as the authors' classifier)."""
+    weights are the source class prototypes. No bias (as the authors' classifier). As the
+    authors' ``weight_norm``, the weights are kept at unit norm (at creation and by
+    ``renormalize`` before each step): the normalization in ``forward`` divides the gradient
+    by the weights' norm, so weights of norm r would learn at 1/r^2 the intended rate."""
 
     def __init__(self, feature_dim: int, num_classes: int, temperature: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, feature_dim) * 0.1)
+        self.weight = nn.Parameter(F.normalize(torch.randn(num_classes, feature_dim), dim=1))
         self.temperature = temperature
+
+    @torch.no_grad()
+    def renormalize(self) -> None:
+        self.weight.copy_(F.normalize(self.weight, dim=1))
 
     def prototypes(self) -> Tensor:
         return F.normalize(self.weight, dim=1)
@@ -151,6 +164,7 @@ class DANCE(Method):
                 "give a source-only run on the same classes")
         with torch.no_grad():
             self.classifier.classifier_head.weight.copy_(head)
+        self.classifier.classifier_head.renormalize()
 
     def neighborhood_logits(self, target_features: Tensor, target_logits: Tensor,
                             indices: Tensor) -> Tensor:
@@ -171,10 +185,13 @@ class DANCE(Method):
         # dataset indices stay on the host (as the stream makes them): the bank's growth
         # check reads their maximum without a device sync; indexing accepts them as is
         indices = target.indices
+        self.classifier.classifier_head.renormalize()
         with ctx.autocast():
             source_logits = self.classifier(source.images)
             class_loss = F.cross_entropy(source_logits, source.labels)
-            target_features = self.classifier.features(target.images)
+            with contextlib.nullcontext() if config.target_dropout else dropout_off(
+                    self.classifier):
+                target_features = self.classifier.features(target.images)
             target_logits = self.classifier.head(target_features)
             neighborhood = self.neighborhood_logits(target_features.float(),
                                                     target_logits.float(), indices)
