@@ -121,6 +121,10 @@ def test_every_label_free_rule_is_read_back_from_the_run_record():
     history = [record(1, 0.50, source_val=0.99, im=0.2), record(2, 0.80, source_val=0.90, im=0.9),
                record(3, 0.70, source_val=0.95, im=0.5)]
     assert rule_accuracies(history) == {"source_val": 0.50, "im": 0.80}
+    # the probe's source_val (a 1,000-image sample) may disagree with the trainer's rule on
+    # the whole split: the column follows the trainer
+    history[2]["validators"]["source_val"] = 1.0
+    assert rule_accuracies(history)["source_val"] == 0.50
     older = [{"stage": "train", "step": 1, "target_accuracy": 0.6, "source_val_accuracy": 0.9}]
     assert rule_accuracies(older) == {"source_val": 0.6}  # runs from before the validators
     means = rule_means([SimpleNamespace(history=history), SimpleNamespace(history=older)])

@@ -102,9 +102,15 @@ def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
     """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
+    return pick_by(history, lambda record: record_score(record, validator))
+
+
+def pick_by(history: list[dict[str, Any]],
+            score: Callable[[dict[str, Any]], float | None]) -> dict[str, Any] | None:
+    """The evaluation with the highest ``score`` (None: not a candidate), ties to the later."""
     best, best_value = None, None
     for record in candidates(history):
-        value = record_score(record, validator)
+        value = score(record)
         if value is not None and (best_value is None or value >= best_value):
             best, best_value = record, value
     return best
@@ -117,5 +123,7 @@ def rule_accuracies(history: list[dict[str, Any]]) -> dict[str, float]:
     if any(record.get("source_val_accuracy") is not None for record in candidates(history)):
         names.add("source_val")
     chosen = {name: pick(history, name) for name in sorted(names)}
+    if "source_val" in names:  # the trainer's rule: the whole source validation split
+        chosen["source_val"] = pick_by(history, lambda record: record.get("source_val_accuracy"))
     return {name: record["target_accuracy"] for name, record in chosen.items()
             if record is not None and record.get("target_accuracy") is not None}
