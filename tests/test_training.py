@@ -52,6 +52,9 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_overrides, tmp_
 
     assert resumed.target == full.target
     assert resumed.history == full.history
+    # the first process's training time is carried over with the rest of the record
+    assert set(resumed.stage_seconds) == {"source"}
+    assert resumed.stage_seconds["source"] == pytest.approx(resumed.train_seconds)
     final = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["method"]
     again = checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["method"]
     assert all(torch.equal(final[k], again[k]) for k in final)
@@ -148,3 +151,17 @@ def test_the_oracle_draws_no_source_batch(tiny_overrides):
     batch = streams.batch(0)
     assert batch.source is None and batch.target is None
     assert batch.labeled_target is not None and len(batch.labeled_target) == 16
+
+
+def test_training_time_is_recorded_per_stage(tiny_overrides, tmp_path):
+    from tamebias.bench import row_from_runs
+
+    overrides = [*tiny_overrides, "method.name=adda", "method.source_steps=4", "method.steps=4"]
+    result = tamebias.fit(None, overrides, run_dir=tmp_path / "run")
+    assert set(result.stage_seconds) == {"source", "adapt"}
+    assert all(seconds > 0 for seconds in result.stage_seconds.values())
+    assert sum(result.stage_seconds.values()) == pytest.approx(result.train_seconds)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["stage_seconds"] == result.stage_seconds
+    row = row_from_runs("tiny", [result])
+    assert row["stage_seconds_mean"] == pytest.approx(result.stage_seconds)

@@ -47,6 +47,7 @@ class RunResult:
     machine: dict[str, Any]
     tamebias_version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
 
     @property
     def accuracy(self) -> float:
@@ -227,6 +228,7 @@ def fit(
         train_images_per_second=report.train_images / max(report.train_seconds, 1e-9),
         machine=machine_info(device),
         config=config.to_dict(),
+        stage_seconds=report.stage_seconds,
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result

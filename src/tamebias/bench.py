@@ -87,6 +87,10 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
         "oracle_best_accuracy_mean": statistics.fmean(
             100 * (r.oracle_best_target_accuracy or 0.0) for r in results),
         "wall_seconds": sum(r.wall_seconds for r in results),
+        # training seconds per stage, mean over seeds (runs written before it: empty)
+        "stage_seconds_mean": {
+            name: statistics.fmean(r.stage_seconds[name] for r in results)
+            for name in first.stage_seconds if all(name in r.stage_seconds for r in results)},
         "train_images_per_second": statistics.fmean(
             r.train_images_per_second for r in results),
         "machine": first.machine,

@@ -80,6 +80,7 @@ class LoopReport:
     steps: int = 0
     selected: dict[str, Any] | None = None
     earlier_wall_seconds: float = 0.0  # spent by earlier processes on this run (resume)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
 
 
 SCORES = {
@@ -136,7 +137,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "history": report.history, "selected": report.selected, "best_score": best_score,
             "train_seconds": report.train_seconds, "train_images": report.train_images,
-            "steps": report.steps,
+            "steps": report.steps, "stage_seconds": report.stage_seconds,
             "wall_seconds": report.earlier_wall_seconds + time.perf_counter() - self.started,
         }, self.checkpoint_path)
 
@@ -167,7 +168,7 @@ class Trainer:
             saved_optimizers, best_score = state["optimizers"], state["best_score"]
             report = LoopReport(state["history"], state["train_seconds"],
                                 state["train_images"], state["steps"], state["selected"],
-                                state["wall_seconds"])
+                                state["wall_seconds"], state.get("stage_seconds", {}))
         total = sum(stage.steps for stage in stages)
         offsets = [sum(stage.steps for stage in stages[:i]) for i in range(len(stages))]
         current = min(start_stage, len(stages) - 1)  # a finished run resumes past its end
@@ -236,7 +237,10 @@ class Trainer:
             if pausing:  # evaluation and checkpoints are not training time
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                report.train_seconds += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                report.train_seconds += elapsed
+                report.stage_seconds[stage.name] = (
+                    report.stage_seconds.get(stage.name, 0.0) + elapsed)
             if evaluating and (done % self.eval_every == 0 or last):
                 target, source = self.evaluate()
                 record = {"stage": stage.name, "step": done, "global_step": offset + done,
