@@ -207,3 +207,14 @@ def test_translate_refuses_a_run_without_a_translator(tiny_overrides, tmp_path):
     outcome = CliRunner().invoke(app, ["translate", str(tmp_path / "plain")])
     assert outcome.exit_code == 2
     assert "no image translator" in outcome.output
+
+
+def test_translation_grids_show_every_class_of_a_split_sorted_by_label():
+    from tamebias.data.imageset import ImageSet
+    from tamebias.translation import varied_sample
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])  # as mnist5k's test split is stored
+    split = ImageSet(torch.zeros(9, 1, 4, 4, dtype=torch.uint8), labels, ["0", "1", "2"])
+    chosen = varied_sample(split, 5)
+    assert labels[chosen].tolist() == [0, 1, 2, 0, 1]
+    assert len(set(chosen.tolist())) == 5  # no image twice

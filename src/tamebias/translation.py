@@ -22,8 +22,20 @@ def _translator(run: TrainedRun):
     return translator
 
 
-def _first(dataset: ImageSet, count: int, device: torch.device) -> Tensor:
-    return dataset.images[:count].to(device).float() / 255
+def varied_sample(dataset: ImageSet, count: int) -> Tensor:
+    """Indices of ``count`` images that cycle through the classes (class 0, 1, 2, ..., then
+    each class's second image, ...), so a grid shows every class even when a split is stored
+    sorted by label. The labels only choose what to draw."""
+    labels = dataset.labels
+    order = torch.argsort(labels, stable=True)
+    grouped = labels[order]
+    rank = torch.arange(len(labels)) - torch.searchsorted(grouped, grouped)  # within class
+    key = rank * (int(labels.max()) + 1) + grouped
+    return order[torch.argsort(key, stable=True)[:count]]
+
+
+def _sample(dataset: ImageSet, count: int, device: torch.device) -> Tensor:
+    return dataset.images[varied_sample(dataset, count)].to(device).float() / 255
 
 
 @torch.no_grad()
@@ -40,8 +52,8 @@ def translation_grids(run_dir: str | Path, output: str | Path | None = None, cou
 
     run = load_run(run_dir, which, root)
     translator = _translator(run)
-    source = _first(run.load_split(run.config.data.source, "test"), count, run.device)
-    target = _first(run.load_split(run.config.data.target, "test"), count, run.device)
+    source = _sample(run.load_split(run.config.data.source, "test"), count, run.device)
+    target = _sample(run.load_split(run.config.data.target, "test"), count, run.device)
     images = translator.translate(source, target)
     rows = [
         ("source", source), ("source -> target", images["fake_target"]),
