@@ -87,11 +87,12 @@ def selection_score(rule: str) -> Callable[[dict[str, Any]], float]:
 
 
 def record_score(record: dict[str, Any], validator: str) -> float | None:
-    """A validator's value in one evaluation record (``source_val`` also from records written
-    before validators were recorded); None when missing or not finite."""
-    value = (record.get("validators") or {}).get(validator)
-    if value is None and validator == "source_val":
-        value = record.get("source_val_accuracy")
+    """A validator's value in one evaluation record; None when missing or not finite.
+    ``source_val`` is the trainer's own rule, the accuracy on the whole source validation
+    split (the probe's 1,000-image sample only where a record lacks it)."""
+    value = record.get("source_val_accuracy") if validator == "source_val" else None
+    if value is None:
+        value = (record.get("validators") or {}).get(validator)
     return None if value is None or not math.isfinite(value) else float(value)
 
 
@@ -102,15 +103,9 @@ def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
     """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
-    return pick_by(history, lambda record: record_score(record, validator))
-
-
-def pick_by(history: list[dict[str, Any]],
-            score: Callable[[dict[str, Any]], float | None]) -> dict[str, Any] | None:
-    """The evaluation with the highest ``score`` (None: not a candidate), ties to the later."""
     best, best_value = None, None
     for record in candidates(history):
-        value = score(record)
+        value = record_score(record, validator)
         if value is not None and (best_value is None or value >= best_value):
             best, best_value = record, value
     return best
@@ -123,7 +118,5 @@ def rule_accuracies(history: list[dict[str, Any]]) -> dict[str, float]:
     if any(record.get("source_val_accuracy") is not None for record in candidates(history)):
         names.add("source_val")
     chosen = {name: pick(history, name) for name in sorted(names)}
-    if "source_val" in names:  # the trainer's rule: the whole source validation split
-        chosen["source_val"] = pick_by(history, lambda record: record.get("source_val_accuracy"))
     return {name: record["target_accuracy"] for name, record in chosen.items()
             if record is not None and record.get("target_accuracy") is not None}
