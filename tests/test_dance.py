@@ -209,6 +209,17 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     assert torch.allclose(method.classifier.classifier_head.weight, prototypes,
                           atol=1e-6), "unit prototypes from the linear head"
 
+    # source_head=false: the same backbone under the fresh head the method was built with
+    config = load_config(None, [*tiny_overrides, "method=dance",
+                                f"method.source_run={source.run_dir}", "method.source_head=false"])
+    _, method, _ = build_run(config)
+    fresh = method.classifier.classifier_head.weight.detach().clone()
+    method.stages()[0].on_start()
+    assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
+                       trained["backbone.fc.1.weight"])
+    assert torch.equal(method.classifier.classifier_head.weight, fresh)
+    assert not torch.allclose(fresh, prototypes, atol=1e-3)
+
 
 class _NoStep:
     """A step context that only backpropagates (no optimizer): the model stays as it is."""

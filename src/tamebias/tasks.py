@@ -126,6 +126,11 @@ VARIANTS: dict[str, Variant] = {
     "dance+source": Variant(
         "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",),
         "DANCE started from the source-only run of the same task and seed (bench runs dir)"),
+    "dance+backbone": Variant(
+        "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",
+                  "method.source_head=false"),
+        "DANCE on the backbone of the source-only run of the same task and seed, under a "
+        "fresh prototype head (the paper's pretrained backbone under a new classifier)"),
     "source_only+bn+aug": Variant(
         "source_only", ("model.norm=bn", "data.augment.source=weak"),
         "source only with batch norm and weak views of the source (the adversarial rows' base)"),

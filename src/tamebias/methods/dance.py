@@ -35,6 +35,10 @@ class DANCEConfig(MethodConfig):
     # backbone when training from scratch): its backbone, and its linear head's class weights
     # as the initial prototypes
     source_run: str | None = None
+    # with source_run: also take the source head's class weights as the initial prototypes
+    # (false: the backbone only, under a fresh head, as the paper's pretrained backbone under
+    # a new classifier; a fresh head starts every target entropy high)
+    source_head: bool = True
     # the paper's backbone (ResNet-50) has no dropout: its self-supervised losses, its memory
     # bank and its rejection all see the same deterministic target features. A backbone with
     # dropout (LeNet) keeps it on the source batch only unless this is true
@@ -156,6 +160,8 @@ class DANCE(Method):
         backbone = {k[len("backbone."):]: v for k, v in weights.items()
                     if k.startswith("backbone.")}
         self.classifier.backbone.load_state_dict(backbone)
+        if not self.config.source_head:
+            return
         head = weights.get("classifier_head.weight")
         if head is None or head.shape != self.classifier.classifier_head.weight.shape:
             raise ValueError(
