@@ -126,6 +126,10 @@ VARIANTS: dict[str, Variant] = {
     "dance+source": Variant(
         "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",),
         "DANCE started from the source-only run of the same task and seed (bench runs dir)"),
+    "dance+bn+aug": Variant(
+        "dance", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
+        "DANCE with batch norm in LeNet and weak views of both domains (as dann+bn+aug)",
+        published_as_method=True),
     "dance+backbone": Variant(
         "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",
                   "method.source_head=false"),
