@@ -11,6 +11,7 @@ from tamebias.methods import METHODS
 from tamebias.methods.oracle import OracleConfig
 from tamebias.methods.source_only import SourceOnlyConfig
 from tamebias.registry import UnknownNameError
+from tamebias.tasks import VARIANTS, resolve_variant
 
 
 def test_defaults_are_a_typed_source_only_config():
@@ -247,3 +248,18 @@ def test_every_shipped_config_file_loads():
         assert config.method.name and config.data.source
     fixmatch = load_config(Path(__file__).parent.parent / "configs" / "mnist_usps_fixmatch.toml")
     assert fixmatch.method.self_training.mode == "fixmatch", "a partial table keeps the preset"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_bench_variant_loads_as_a_valid_config_of_its_method(name):
+    method, overrides = resolve_variant(name)
+    fields = {"task": "mnist-usps", "seed": 1, "suite": "digits", "runs": "runs/bench"}
+    config = load_config(None, [f"method.name={method}",
+                                *(o.format(**fields) for o in overrides)])
+    assert config.method.name == method and type(config.method) is METHODS[method].Config
+    for override in overrides:  # each override took effect, templates filled in
+        key, value = override.format(**fields).split("=", 1)
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == parse_override(f"{key}={value}")[1] or str(node) == value
