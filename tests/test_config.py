@@ -258,8 +258,8 @@ def test_every_bench_variant_loads_as_a_valid_config_of_its_method(name):
                                 *(o.format(**fields) for o in overrides)])
     assert config.method.name == method and type(config.method) is METHODS[method].Config
     for override in overrides:  # each override took effect, templates filled in
-        key, value = override.format(**fields).split("=", 1)
+        path, value = parse_override(override.format(**fields))
         node = config
-        for part in key.split("."):
+        for part in path:
             node = getattr(node, part)
-        assert node == parse_override(f"{key}={value}")[1]
+        assert node == value

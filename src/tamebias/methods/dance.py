@@ -32,12 +32,10 @@ class DANCEConfig(MethodConfig):
     rho: float | None = None  # None: log(K) / 2, also the rejection threshold
     memory_momentum: float = 0.0  # the authors' configs use 0 (replace); 0.001 on VisDA
     # start from another run's trained source model (the analogue of the paper's pretrained
-    # backbone when training from scratch): its backbone, and its linear head's class weights
-    # as the initial prototypes
+    # backbone when training from scratch): its backbone, and with source_head its linear
+    # head's class weights as the initial prototypes (false: a fresh head, as the paper's new
+    # classifier on a pretrained backbone)
     source_run: str | None = None
-    # with source_run: also take the source head's class weights as the initial prototypes
-    # (false: the backbone only, under a fresh head, as the paper's pretrained backbone under
-    # a new classifier; a fresh head starts every target entropy high)
     source_head: bool = True
     # the paper's backbone (ResNet-50) has no dropout: its self-supervised losses, its memory
     # bank and its rejection all see the same deterministic target features. A backbone with
