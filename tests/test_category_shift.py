@@ -175,7 +175,9 @@ def test_an_open_set_run_records_the_rule_and_the_metrics(tiny_overrides):
     open_set = result.target["open_set"]
     assert open_set["rejection"] == {"kind": "entropy", "threshold": pytest.approx(
         np.log(2) / 2)}
-    assert set(open_set) >= {"h_score", "per_class_mean", "known_accuracy", "unknown_recall"}
+    assert set(open_set) >= {"h_score", "per_class_mean", "known_accuracy", "unknown_recall",
+                             "auroc"}
+    assert 0 <= open_set["auroc"] <= 1
     assert all("target_h_score" in record for record in result.history)
     protocol = json.loads((Path(result.run_dir) / "protocol.json").read_text())
     assert protocol["setting"] == "open-set" and protocol["classes"] == ["0", "1"]
@@ -187,6 +189,7 @@ def test_an_open_set_run_records_the_rule_and_the_metrics(tiny_overrides):
     for key in ("h_score_mean", "per_class_mean_mean", "known_accuracy_mean",
                 "unknown_recall_mean"):
         assert row[key] == pytest.approx(100 * open_set[key.removesuffix("_mean")])
+    assert row["auroc_mean"] == pytest.approx(open_set["auroc"])  # a fraction, not %
     assert "| tiny-open-set | open-set | dann |" in markdown_table("shift", [row])
 
 

@@ -164,6 +164,35 @@ def test_evaluate_logits_applies_the_rule_before_counting():
     assert result.h_score == 1.0
 
 
+def test_auroc_ranks_the_rejection_score_of_unknown_against_known_samples():
+    # two classes + unknown; confidence = sigmoid(a) for logits [a, 0]
+    logits = torch.tensor([[5.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    labels = torch.tensor([0, 1, 2, 2])  # known, known, unknown, unknown
+    # unknown scores (-confidence) beat known ones in 3 of the 4 pairs: (3,5), (0,5), (0,1)
+    result = evaluate_logits(logits, labels, make_rule("confidence", 2, 0.5))
+    assert result.auroc == pytest.approx(0.75)
+    # the same ranking by entropy; the threshold plays no part in it
+    for threshold in (0.01, 0.6, 5.0):
+        assert evaluate_logits(logits, labels, make_rule("entropy", 2, threshold)).auroc == \
+            pytest.approx(0.75)
+    # the two most confident samples unknown: every unknown ranks below every known; 0
+    assert evaluate_logits(logits, torch.tensor([2, 1, 2, 0]),
+                           make_rule("entropy", 2)).auroc == pytest.approx(0.0)
+    # without unknown samples there is nothing to rank: None
+    assert evaluate_logits(logits, torch.tensor([0, 1, 0, 1]),
+                           make_rule("entropy", 2)).auroc is None
+
+
+def test_dance_ramps_eta_with_danns_schedule_only_when_asked():
+    classifier = build_classifier("lenet", 3, 1, 28)
+    constant = DANCE(DANCEConfig(), classifier)
+    assert constant.eta(0.0) == constant.eta(0.7) == pytest.approx(0.05)
+    ramped = DANCE(DANCEConfig(ramp=True), build_classifier("lenet", 3, 1, 28))
+    assert ramped.eta(0.0) == 0.0
+    assert ramped.eta(0.5) == pytest.approx(0.05 * (2 / (1 + math.exp(-5)) - 1))
+    assert ramped.eta(0.3) < ramped.eta(0.6) < 0.05
+
+
 def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, monkeypatch):
     from tamebias import api
     from tamebias.training import checkpoint
@@ -223,6 +252,8 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
 
 class _NoStep:
     """A step context that only backpropagates (no optimizer): the model stays as it is."""
+
+    progress = 0.5
 
     def update(self, optimizer, loss):
         loss.backward()

@@ -15,6 +15,7 @@ from . import __version__
 from .api import RunResult, fit, run_identity
 from .config import load_config
 from .data.domain import prepare_data
+from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
 from .registry import lookup
 from .tasks import TASKS, VARIANTS, resolve_variant
@@ -110,7 +111,6 @@ def rule_means(results: list[RunResult]) -> dict[str, float]:
             for name in sorted(shared)}
 
 
-OPEN_SET_METRICS = ("h_score", "per_class_mean", "known_accuracy", "unknown_recall")
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -131,13 +131,15 @@ def category_shift_fields(results: list[RunResult]) -> dict[str, Any]:
         "rejection": results[0].target["open_set"]["rejection"],
     }
     for key in OPEN_SET_METRICS:
-        values = [r.target["open_set"][key] for r in results]
-        per_seed = [None if v is None else 100 * v for v in values]
+        # %, except AUROC (a fraction); records written before AUROC was recorded lack it
+        scale = 1 if key == "auroc" else 100
+        values = [r.target["open_set"].get(key) for r in results]
+        per_seed = [None if v is None else scale * v for v in values]
         fields[f"{key}_mean"] = _mean(per_seed)
         fields[f"{key}_per_seed"] = per_seed
         # the `last` rule: the final evaluation of every run (no target labels used)
         last = [r.history[-1].get(f"target_{key}") if r.history else None for r in results]
-        fields[f"last_{key}_mean"] = _mean([None if v is None else 100 * v for v in last])
+        fields[f"last_{key}_mean"] = _mean([None if v is None else scale * v for v in last])
     return fields
 
 
@@ -157,12 +159,15 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
         "recall of target-private samples, `H` their harmonic mean, `per-class` DANCE's mean "
         "over shared classes plus *unknown* as one class. `closed acc` is plain argmax "
         "accuracy (no rejection; unknown samples always wrong): the number DANCE reports in "
-        "the closed and partial settings, where the target has no unknowns. `H (last)` is the "
+        "the closed and partial settings, where the target has no unknowns. `AUROC` is the "
+        "area under the ROC curve of the rejection score for unknown vs known target samples: "
+        "threshold-free (0.5 = chance), it separates a score that ranks unknowns well but "
+        "misses the fixed threshold from one that cannot tell them apart. `H (last)` is the "
         "final model.",
         "",
         "| task | setting | method | steps | selection | rejection | H | per-class | known | "
-        "unknown | closed acc | H per seed | H (last) | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "unknown | AUROC | closed acc | H per seed | H (last) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {name: i for i, name in enumerate(("closed", "partial", "open-set", "open-partial"))}
     for row in sorted(rows, key=lambda r: (r["protocol"]["source"], order.get(
@@ -176,7 +181,9 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
             f"{rule.get('kind', '')} {show(rule.get('threshold'))} | "
             f"{show(row.get('h_score_mean'))} | {show(row.get('per_class_mean_mean'))} | "
             f"{show(row.get('known_accuracy_mean'))} | "
-            f"{show(row.get('unknown_recall_mean'))} | {row['accuracy_mean']:.2f} | "
+            f"{show(row.get('unknown_recall_mean'))} | "
+            f"{'' if row.get('auroc_mean') is None else format(row['auroc_mean'], '.3f')} | "
+            f"{row['accuracy_mean']:.2f} | "
             f"{per_seed} | {show(row.get('last_h_score_mean'))} | "
             f"{row['wall_seconds']:.0f} |"
         )

@@ -122,7 +122,8 @@ def evaluate(
         console.print(f"open set (reject when {rule['kind']} passes {rule['threshold']:.3f}): "
                       f"H-score {shown['h_score']}  per-class mean {shown['per_class_mean']}  "
                       f"known {shown['known_accuracy']}  unknown recall "
-                      f"{shown['unknown_recall']}")
+                      f"{shown['unknown_recall']}  AUROC "
+                      f"{'n/a' if open_set['auroc'] is None else format(open_set['auroc'], '.3f')}")
 
 
 @app.command("adabn")

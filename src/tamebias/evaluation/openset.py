@@ -8,6 +8,10 @@ extra answer is "unknown" (label K), and the metrics of the open-set literature.
   0 when both are 0, ``None`` when the target has no unknown samples.
 - ``per_class_mean``: the mean per-class accuracy over the present known classes *and* the
   unknown class as one extra class, DANCE's own metric (Saito et al., arXiv:2002.07953).
+- ``auroc``: the area under the ROC curve of the rejection score (entropy, or one minus the
+  confidence) separating unknown from known samples: threshold-free, so it tells a score that
+  ranks unknowns well but sits on the wrong side of a fixed threshold from one that cannot
+  tell them apart; ``None`` when the target has no unknown (or no known) samples.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 RULES = ("entropy", "confidence")
+# the metrics a category-shift evaluation records (fractions); AUROC is None for old records
+METRICS = ("h_score", "per_class_mean", "known_accuracy", "unknown_recall", "auroc")
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,18 @@ class RejectionRule:
             raise ValueError(f"rejection rule must be one of {', '.join(RULES)}, "
                              f"got {self.kind!r}")
 
+    def score(self, logits: Tensor) -> Tensor:
+        """How unknown each sample looks (higher: more): its entropy, or minus its
+        confidence."""
+        if self.kind == "entropy":
+            return entropy(logits)
+        return -F.softmax(logits.float(), dim=1).amax(1)
+
     def reject(self, logits: Tensor) -> Tensor:
         """A boolean mask: True for samples answered "unknown"."""
         if self.kind == "entropy":
-            return entropy(logits) > self.threshold
-        return F.softmax(logits.float(), dim=1).amax(1) < self.threshold
+            return self.score(logits) > self.threshold
+        return self.score(logits) > -self.threshold
 
     def predict(self, logits: Tensor) -> Tensor:
         """Class indices 0..K-1, or K ("unknown") where the rule rejects."""
@@ -77,6 +90,7 @@ class OpenSetEvaluation:
     per_class_accuracy: list[float | None]  # K + 1 entries; None for classes absent in the data
     confusion: list[list[int]]  # (K + 1) x (K + 1); rows true, columns predicted; K = unknown
     rejection: dict
+    auroc: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,5 +135,12 @@ def evaluate_logits(logits: Tensor, labels: Tensor, rule: RejectionRule) -> Open
         raise ValueError(f"labels reach {int(labels.max())} but the model predicts "
                          f"{classes - 1} classes plus unknown")
     predictions = rule.predict(logits)
-    return open_set_metrics(confusion_matrix(predictions, labels.to(predictions.device),
-                                             classes), rule)
+    result = open_set_metrics(confusion_matrix(predictions, labels.to(predictions.device),
+                                               classes), rule)
+    unknown = (labels == classes - 1).cpu()
+    if 0 < int(unknown.sum()) < len(unknown):
+        from sklearn.metrics import roc_auc_score
+
+        result.auroc = float(roc_auc_score(unknown.numpy(),
+                                           rule.score(logits).float().cpu().numpy()))
+    return result

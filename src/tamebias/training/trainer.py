@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import OptimConfig
 from ..data.domain import DomainData, DomainStreams
 from ..evaluation.metrics import Evaluation, evaluate
+from ..evaluation.openset import METRICS as OPEN_SET_METRICS
 from ..evaluation.selection import ValidationProbe, selection_score
 from ..methods.base import Method, Stage, trainable_parameters
 from ..models.norm import use_domain
@@ -249,8 +250,8 @@ class Trainer:
                           "source_val_accuracy": source.accuracy if source else None,
                           "validators": self.probe.scores(self.method)}
                 if target.open_set:  # category shift: the open-set metrics, rule applied
-                    record.update({f"target_{key}": target.open_set[key] for key in (
-                        "h_score", "per_class_mean", "known_accuracy", "unknown_recall")})
+                    record.update({f"target_{key}": target.open_set[key]
+                                   for key in OPEN_SET_METRICS})
                 report.history.append(record)
                 self.metrics_log.write({"event": "eval", **record})
                 value = score(record)
