@@ -149,6 +149,19 @@ VARIANTS: dict[str, Variant] = {
         "ADDA from the source_only+bn+aug run of the same task and seed; the adapted target "
         "encoder is picked by information maximization on target images (its source accuracy "
         "says little about it)", published_as_method=True),
+    "cycada_pixel+bn+aug": Variant(
+        "cycada_pixel", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak",
+                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
+                         "train.selection=im"),
+        "pixel-only CyCADA with batch norm in LeNet and weak views: source model and semantic "
+        "teacher from the source_only+bn+aug run of the same task and seed; picked by "
+        "information maximization on target images (as adda+bn+aug)", published_as_method=True),
+    "cycada+bn+aug": Variant(
+        "cycada", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak",
+                   "method.pixel_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                   "train.selection=im"),
+        "CyCADA pixel + feature: ADDA's feature stage on the cycada_pixel+bn+aug run of the "
+        "same task and seed", published_as_method=True),
     "fixmatch+bn+aug": Variant(
         "fixmatch", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
         "FixMatch consistency + batch norm + weak views of source and target (the combination)"),
