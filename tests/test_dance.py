@@ -307,3 +307,74 @@ def test_cosine_head_keeps_unit_prototypes_like_the_authors_weight_norm():
     method.adapt_step(_batch(), _NoStep())  # renormalizes before the step's forward
     assert torch.allclose(head.weight.norm(dim=1), torch.ones(4))
     assert torch.allclose(head.weight, direction, atol=1e-6)
+
+
+def test_rotate_batch_turns_each_image_by_its_label():
+    from tamebias.methods.common import rotate_batch
+
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 5, 5)
+    rotated, turns = rotate_batch(images)
+    assert rotated.shape == images.shape and set(turns.tolist()) == {0, 1, 2, 3}
+    for image, turned, k in zip(images, rotated, turns.tolist(), strict=True):
+        assert torch.equal(torch.rot90(turned, -k, dims=(1, 2)), image)
+    with pytest.raises(ValueError, match="square"):
+        rotate_batch(torch.rand(2, 1, 4, 6))
+
+
+def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrides):
+    from tamebias import api
+    from tamebias.api import build_run
+    from tamebias.config import load_config
+
+    config = load_config(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4"])
+    _, method, _ = build_run(config)
+    stages = method.stages()
+    assert [s.name for s in stages] == ["rotation", "adapt"] and not stages[0].evaluate
+    result = api.fit(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4",
+                            "data.target_private=[2]"])
+    trained = api.load_run(result.run_dir, "last").method
+    assert trained.rotation_head.weight.shape == (4, trained.classifier.feature_dim)
+    # the history's evaluations are the adapt stage's alone
+    assert {record["stage"] for record in result.history} == {"adapt"}
+    with pytest.raises(ValueError, match="set one"):
+        build_run(load_config(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4",
+                                     "method.source_run=elsewhere"]))
+
+
+def test_rotation_stage_updates_backbone_and_rotation_head_only():
+    from tamebias.data.batch import DomainBatch, LabeledBatch, UnlabeledBatch
+    from tamebias.methods.common import rotation_stage
+
+    torch.manual_seed(0)
+    classifier = build_classifier("lenet", 3, 1, 16)
+    head = torch.nn.Linear(classifier.feature_dim, 4)
+    stage = rotation_stage(classifier, head, 1, DANCEConfig().rotation_optim)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    head_before = head.weight.detach().clone()
+    parameters = [p for module in stage.optimizers["rotation"] for p in module.parameters()]
+    optimizer = torch.optim.SGD(parameters, lr=0.1)
+
+    class Step:
+        progress = 0.0
+
+        def update(self, name, loss):
+            assert name == "rotation"
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        def autocast(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    batch = DomainBatch(source=LabeledBatch(torch.rand(8, 1, 16, 16), torch.zeros(8).long(),
+                                            torch.arange(8)),
+                        target=UnlabeledBatch(torch.rand(8, 1, 16, 16), torch.arange(8)))
+    logs = stage.step(batch, Step())
+    assert 0 <= float(logs["rotation_accuracy"]) <= 1
+    after = classifier.state_dict()
+    assert not torch.equal(after["backbone.fc.1.weight"], before["backbone.fc.1.weight"])
+    assert torch.equal(after["classifier_head.weight"], before["classifier_head.weight"])
+    assert not torch.equal(head.weight, head_before)

@@ -43,3 +43,36 @@ def domain_labels(source_count: int, target_count: int, device: torch.device) ->
 
 def binary_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return ((logits.detach() > 0).float() == labels).float().mean()
+
+
+def rotate_batch(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Each image turned by a random multiple of 90 degrees, and that multiple (0-3), the label
+    of rotation prediction. Square images only (a quarter turn swaps height and width)."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError("rotation prediction needs square images, got "
+                         f"{images.shape[-2]}x{images.shape[-1]}")
+    turns = torch.randint(0, 4, (len(images),), device=images.device)
+    every = torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+    return every[turns, torch.arange(len(images), device=images.device)], turns
+
+
+def rotation_stage(classifier: Classifier, head: torch.nn.Module, steps: int,
+                   optim: OptimConfig, name: str = "rotation") -> Stage:
+    """Self-supervised pretraining by rotation prediction (Gidaris et al., ICLR 2018; the first
+    stage of PAC, Mishra et al. 2021): the backbone learns from the images of *both* domains,
+    labels unused, to tell how far each was turned, through a 4-way ``head``. It gives a
+    network trained from scratch class-agnostic features, as an ImageNet-pretrained one has,
+    instead of features shaped by the source classes. Not evaluated (no class head trains)."""
+
+    def step(batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        images = torch.cat([part.images for part in (batch.source, batch.target)
+                            if part is not None])
+        rotated, turns = rotate_batch(images)
+        with ctx.autocast():
+            logits = head(classifier.features(rotated))
+            loss = F.cross_entropy(logits, turns)
+        ctx.update("rotation", loss)
+        return {"rotation_loss": loss.detach(),
+                "rotation_accuracy": (logits.detach().argmax(1) == turns).float().mean()}
+
+    return Stage(name, step, {"rotation": [classifier, head]}, optim, steps, evaluate=False)

@@ -16,6 +16,7 @@ from ..evaluation.openset import entropy
 from ..models.classifier import Classifier
 from ..models.layers import dropout_off
 from .base import Method, Stage, StepContext
+from .common import rotation_stage
 
 
 @dataclass
@@ -41,6 +42,11 @@ class DANCEConfig(MethodConfig):
     # classifier on a pretrained backbone)
     source_run: str | None = None
     source_head: bool = True
+    # or: first pretrain the backbone by rotation prediction on the images of both domains
+    # (methods/common.py: rotation_stage), the digits analogue of a pretrained backbone whose
+    # features are not shaped by the source classes; 0 skips the stage
+    rotation_steps: int = 0
+    rotation_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
     # the paper's backbone (ResNet-50) has no dropout: its self-supervised losses, its memory
     # bank and its rejection all see the same deterministic target features. A backbone with
     # dropout (LeNet) keeps it on the source batch only unless this is true
@@ -134,7 +140,8 @@ class DANCE(Method):
     batch) and the prototypes, so target samples cluster with their neighbors or with a class;
     entropy separation pushes each target entropy away from rho = log(K)/2 beyond a margin, so
     known samples become confident and unknown ones uncertain. At test time a sample whose
-    entropy exceeds rho is "unknown". One stage; loss = CE(source) + eta (L_nc + L_es)."""
+    entropy exceeds rho is "unknown". One stage, ``adapt``: loss = CE(source) + eta (L_nc +
+    L_es); with ``rotation_steps`` a self-supervised ``rotation`` stage comes first."""
 
     Config = DANCEConfig
     description = "DANCE: neighborhood clustering + entropy separation (Saito et al. 2020)"
@@ -144,6 +151,11 @@ class DANCE(Method):
         classifier.classifier_head = CosineHead(classifier.feature_dim, self.num_classes,
                                                 config.temperature)
         self.memory = MemoryBank(classifier.feature_dim, config.memory_momentum)
+        if config.rotation_steps > 0:
+            if config.source_run is not None:
+                raise ValueError("method.rotation_steps and method.source_run both give the "
+                                 "backbone its start; set one")
+            self.rotation_head = nn.Linear(classifier.feature_dim, 4)
 
     @property
     def rejection_threshold(self) -> float:
@@ -154,8 +166,12 @@ class DANCE(Method):
         return self.config.eta * ramp
 
     def stages(self) -> list[Stage]:
-        return [Stage("adapt", self.adapt_step, {"model": [self.classifier]},
-                      self.config.optim, self.config.steps, on_start=self.start_from_source)]
+        adapt = Stage("adapt", self.adapt_step, {"model": [self.classifier]},
+                      self.config.optim, self.config.steps, on_start=self.start_from_source)
+        if self.config.rotation_steps <= 0:
+            return [adapt]
+        return [rotation_stage(self.classifier, self.rotation_head, self.config.rotation_steps,
+                               self.config.rotation_optim), adapt]
 
     def start_from_source(self) -> None:
         if self.config.source_run is None:
