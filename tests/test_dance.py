@@ -183,16 +183,6 @@ def test_auroc_ranks_the_rejection_score_of_unknown_against_known_samples():
                            make_rule("entropy", 2)).auroc is None
 
 
-def test_dance_ramps_eta_with_danns_schedule_only_when_asked():
-    classifier = build_classifier("lenet", 3, 1, 28)
-    constant = DANCE(DANCEConfig(), classifier)
-    assert constant.eta(0.0) == constant.eta(0.7) == pytest.approx(0.05)
-    ramped = DANCE(DANCEConfig(ramp=True), build_classifier("lenet", 3, 1, 28))
-    assert ramped.eta(0.0) == 0.0
-    assert ramped.eta(0.5) == pytest.approx(0.05 * (2 / (1 + math.exp(-5)) - 1))
-    assert ramped.eta(0.3) < ramped.eta(0.6) < 0.05
-
-
 def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, monkeypatch):
     from tamebias import api
     from tamebias.training import checkpoint
@@ -252,8 +242,6 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
 
 class _NoStep:
     """A step context that only backpropagates (no optimizer): the model stays as it is."""
-
-    progress = 0.5
 
     def update(self, optimizer, loss):
         loss.backward()

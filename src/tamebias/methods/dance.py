@@ -29,10 +29,6 @@ class DANCEConfig(MethodConfig):
         "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse"))
     temperature: float = 0.05
     eta: float = 0.05  # weight of both self-supervised losses
-    # eta * (2 / (1 + exp(-10 p)) - 1), DANN's schedule over stage progress p: a backbone
-    # trained from scratch gives the self-supervised losses meaningless neighbors early on,
-    # where the paper's pretrained one starts meaningful (the paper: constant eta)
-    ramp: bool = False
     margin: float = 0.5  # entropy separation acts only where |H - rho| > margin
     rho: float | None = None  # None: log(K) / 2, also the rejection threshold
     memory_momentum: float = 0.0  # the authors' configs use 0 (replace); 0.001 on VisDA
@@ -161,10 +157,6 @@ class DANCE(Method):
     def rejection_threshold(self) -> float:
         return self.config.rho if self.config.rho is not None else math.log(self.num_classes) / 2
 
-    def eta(self, progress: float) -> float:
-        ramp = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0 if self.config.ramp else 1.0
-        return self.config.eta * ramp
-
     def stages(self) -> list[Stage]:
         adapt = Stage("adapt", self.adapt_step, {"model": [self.classifier]},
                       self.config.optim, self.config.steps, on_start=self.start_from_source)
@@ -226,8 +218,7 @@ class DANCE(Method):
             clustering_loss = entropy(neighborhood).mean()
             separation_loss = entropy_separation(target_logits, self.rejection_threshold,
                                                  config.margin)
-        ctx.update("model", class_loss + self.eta(ctx.progress) * (clustering_loss
-                                                                   + separation_loss))
+        ctx.update("model", class_loss + config.eta * (clustering_loss + separation_loss))
         self.memory.update(target_features.detach().float(), indices)
         with torch.no_grad():
             target_entropy = entropy(target_logits.detach())
