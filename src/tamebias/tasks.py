@@ -135,6 +135,10 @@ VARIANTS: dict[str, Variant] = {
                   "method.source_head=false"),
         "DANCE on the backbone of the source-only run of the same task and seed, under a "
         "fresh prototype head (the paper's pretrained backbone under a new classifier)"),
+    "dance+rotation": Variant(
+        "dance", ("method.rotation_steps=1000",),
+        "DANCE on a backbone first pretrained by rotation prediction on both domains' images "
+        "(1,000 steps; class-agnostic features, as the paper's ImageNet-pretrained backbone)"),
     "source_only+bn+aug": Variant(
         "source_only", ("model.norm=bn", "data.augment.source=weak"),
         "source only with batch norm and weak views of the source (the adversarial rows' base)"),
