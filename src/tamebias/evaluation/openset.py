@@ -8,7 +8,7 @@ extra answer is "unknown" (label K), and the metrics of the open-set literature.
   0 when both are 0, ``None`` when the target has no unknown samples.
 - ``per_class_mean``: the mean per-class accuracy over the present known classes *and* the
   unknown class as one extra class, DANCE's own metric (Saito et al., arXiv:2002.07953).
-- ``auroc``: the area under the ROC curve of the rejection score (entropy, or one minus the
+- ``auroc``: the area under the ROC curve of the rejection score (entropy, or minus the
   confidence) separating unknown from known samples: threshold-free, so it tells a score that
   ranks unknowns well but sits on the wrong side of a fixed threshold from one that cannot
   tell them apart; ``None`` when the target has no unknown (or no known) samples.

@@ -75,4 +75,5 @@ def rotation_stage(classifier: Classifier, head: torch.nn.Module, steps: int,
         return {"rotation_loss": loss.detach(),
                 "rotation_accuracy": (logits.detach().argmax(1) == turns).float().mean()}
 
-    return Stage(name, step, {"rotation": [classifier, head]}, optim, steps, evaluate=False)
+    return Stage(name, step, {"rotation": [classifier.backbone, head]}, optim, steps,
+                 evaluate=False)
