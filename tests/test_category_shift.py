@@ -220,3 +220,31 @@ def test_runs_saved_before_the_new_settings_keep_their_identity():
     changed = json.loads(json.dumps(config))
     changed["data"]["category_shift"] = "digits-partial"
     assert run_identity(changed) != run_identity(config)
+
+
+def test_open_set_metrics_are_added_to_older_records_only_when_they_reproduce(tiny_overrides):
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "benchmarks" / "add_open_set_metrics.py"
+    spec = importlib.util.spec_from_file_location("add_open_set_metrics", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    result = fit(None, [*tiny_overrides, "data.target_private=[2]", "method.steps=3"])
+    record_path = Path(result.run_dir) / "result.json"
+    record = json.loads(record_path.read_text())
+    auroc = record["target"]["open_set"].pop("auroc")  # as a record from before AUROC
+    record_path.write_text(json.dumps(record))
+    assert module.update(Path(result.run_dir)).startswith("added auroc")
+    restored = json.loads(record_path.read_text())["target"]["open_set"]
+    assert restored["auroc"] == pytest.approx(auroc)
+    assert module.update(Path(result.run_dir)) == "complete"
+
+    # a record its checkpoint does not reproduce is left alone
+    restored.pop("auroc")
+    restored["h_score"] += 0.1
+    record["target"]["open_set"] = restored
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="h_score"):
+        module.update(Path(result.run_dir))
+    assert "auroc" not in json.loads(record_path.read_text())["target"]["open_set"]
