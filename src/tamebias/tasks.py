@@ -109,6 +109,9 @@ class Variant:
     published_as_method: bool = False
 
 
+# the bn+aug setting of the adversarial rows: batch norm in LeNet, weak views of both domains
+BN_AUG = ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak")
+
 VARIANTS: dict[str, Variant] = {
     "adabn": Variant("source_only", ("model.norm=bn", "train.adabn=true"),
                      "source only with batch norm, then AdaBN on target statistics"),
@@ -127,7 +130,7 @@ VARIANTS: dict[str, Variant] = {
         "dance", ("method.source_run={runs}/{suite}/{task}/source_only/seed{seed}",),
         "DANCE started from the source-only run of the same task and seed (bench runs dir)"),
     "dance+bn+aug": Variant(
-        "dance", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
+        "dance", BN_AUG,
         "DANCE with batch norm in LeNet and weak views of both domains (as dann+bn+aug)",
         published_as_method=True),
     "dance+backbone": Variant(
@@ -143,31 +146,31 @@ VARIANTS: dict[str, Variant] = {
         "source_only", ("model.norm=bn", "data.augment.source=weak"),
         "source only with batch norm and weak views of the source (the adversarial rows' base)"),
     "dann+bn+aug": Variant(
-        "dann", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
+        "dann", BN_AUG,
         "DANN with batch norm in LeNet and weak views of source and target",
         published_as_method=True),
     "adda+bn+aug": Variant(
-        "adda", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak",
+        "adda", (*BN_AUG,
                  "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
                  "train.selection=im"),
         "ADDA from the source_only+bn+aug run of the same task and seed; the adapted target "
         "encoder is picked by information maximization on target images (its source accuracy "
         "says little about it)", published_as_method=True),
     "cycada_pixel+bn+aug": Variant(
-        "cycada_pixel", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak",
+        "cycada_pixel", (*BN_AUG,
                          "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
                          "train.selection=im"),
         "pixel-only CyCADA with batch norm in LeNet and weak views: source model and semantic "
         "teacher from the source_only+bn+aug run of the same task and seed; picked by "
         "information maximization on target images (as adda+bn+aug)", published_as_method=True),
     "cycada+bn+aug": Variant(
-        "cycada", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak",
+        "cycada", (*BN_AUG,
                    "method.pixel_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
                    "train.selection=im"),
         "CyCADA pixel + feature: ADDA's feature stage on the cycada_pixel+bn+aug run of the "
         "same task and seed", published_as_method=True),
     "fixmatch+bn+aug": Variant(
-        "fixmatch", ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak"),
+        "fixmatch", BN_AUG,
         "FixMatch consistency + batch norm + weak views of source and target (the combination)"),
 }
 

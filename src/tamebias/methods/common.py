@@ -46,14 +46,19 @@ def binary_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def rotate_batch(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Each image turned by a random multiple of 90 degrees, and that multiple (0-3), the label
-    of rotation prediction. Square images only (a quarter turn swaps height and width)."""
+    """Image i turned by (i mod 4) quarter turns, and that number (0-3), the label of rotation
+    prediction. Batches arrive shuffled, so which image gets which turn is random across
+    steps; every part of a concatenated batch (source, then target) gets all four turns
+    equally, so the turn says nothing about the domain. One rotated copy, no host sync.
+    Square images only (a quarter turn swaps height and width)."""
     if images.shape[-1] != images.shape[-2]:
         raise ValueError("rotation prediction needs square images, got "
                          f"{images.shape[-2]}x{images.shape[-1]}")
-    turns = torch.randint(0, 4, (len(images),), device=images.device)
-    every = torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
-    return every[turns, torch.arange(len(images), device=images.device)], turns
+    rotated = torch.empty_like(images)
+    for k in range(4):
+        rotated[k::4] = torch.rot90(images[k::4], k, dims=(-2, -1))
+    turns = torch.arange(len(images), device=images.device) % 4
+    return rotated, turns
 
 
 def rotation_stage(classifier: Classifier, head: torch.nn.Module, steps: int,
