@@ -196,6 +196,21 @@ def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
     first, second = load_run(tmp_path / "run", "last"), load_run(tmp_path / "feature", "last")
     assert same(second.method.translator, snapshot(first.method.translator))
     assert same(second.method.teacher, snapshot(first.method.teacher))
+    # the task stage again on that run's translator and teacher (source, translate skipped)
+    again = [*overrides, f"method.translator_run={tmp_path / 'run'}", "method.feature_steps=0",
+             "method.steps=2"]
+    method, _, _ = build(again)
+    assert [s.name for s in method.stages()] == ["task"]
+    stage(method, "task").on_start()
+    assert same(method.translator, snapshot(first.method.translator))
+    assert same(method.teacher, snapshot(first.method.teacher))
+    assert same(method.classifier, snapshot(first.method.teacher))  # starts from source model
+    task = fit(None, again, run_dir=tmp_path / "task")
+    assert task.steps == 2 and [r["stage"] for r in task.history] == ["task"]
+    with pytest.raises(ValueError, match="drop method.source_run"):
+        build([*again, "method.source_run=elsewhere"])[0].stages()
+    with pytest.raises(ValueError, match="drop method.translator_run"):
+        build([*again, "method.pixel_run=elsewhere", "method.feature_steps=2"])[0].stages()
 
 
 def test_translate_refuses_a_run_without_a_translator(tiny_overrides, tmp_path):

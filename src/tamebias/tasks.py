@@ -163,6 +163,14 @@ VARIANTS: dict[str, Variant] = {
         "pixel-only CyCADA with batch norm in LeNet and weak views: source model and semantic "
         "teacher from the source_only+bn+aug run of the same task and seed; picked by "
         "information maximization on target images (as adda+bn+aug)", published_as_method=True),
+    "cycada_pixel+bn+aug+adabn": Variant(
+        "cycada_pixel", (*BN_AUG,
+                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         "train.adabn=true", "train.selection=im"),
+        "pixel-only CyCADA + AdaBN: the task stage of cycada_pixel+bn+aug trained again on that "
+        "run's translator and teacher (same task and seed), then batch-norm statistics "
+        "recomputed on target images (the classifier learned them on translated source)",
+        published_as_method=True),
     "cycada+bn+aug": Variant(
         "cycada", (*BN_AUG,
                    "method.pixel_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",

@@ -48,6 +48,10 @@ class CyCADAConfig(MethodConfig):
     # reuse a finished cycada_pixel run (translator, teacher, task classifier): only the
     # feature stage runs, so pixel-only and pixel+feature rows share their first stages
     pixel_run: str | None = None
+    # reuse a finished cycada / cycada_pixel run's translator and semantic teacher: the source
+    # and translate stages are skipped and the task stage starts again from that run's source
+    # model (its teacher), e.g. to retrain the task classifier in another setting
+    translator_run: str | None = None
 
 
 @contextmanager
@@ -80,7 +84,11 @@ class CyCADA(Method):
     teacher's own class for the original (both directions). Stage ``task`` trains the
     classifier (warm-started from the source model) on source images translated on the fly by
     the fixed source->target generator, with the source labels. Optional stage ``feature`` is
-    ADDA's adaptation step with translated source images as the source domain."""
+    ADDA's adaptation step with translated source images as the source domain.
+
+    Finished stages can be reused: ``source_run`` (a source model), ``translator_run`` (a
+    trained translator and teacher; only ``task`` and ``feature`` run) and ``pixel_run`` (a
+    whole pixel-only run; only ``feature`` runs)."""
 
     Config = CyCADAConfig
     description = "CyCADA: CycleGAN pixel alignment + semantic consistency (+ ADDA features, 2018)"
@@ -103,19 +111,29 @@ class CyCADA(Method):
             if config.feature_steps <= 0:
                 raise ValueError("method.pixel_run reuses a pixel-only run for the feature "
                                  "stage; set method.feature_steps above 0")
+            if config.translator_run is not None:
+                raise ValueError("method.pixel_run already brings a translator; drop "
+                                 "method.translator_run")
             return [feature]
         stages = []
-        if config.source_run is None:
-            stages.append(source_stage(self.classifier, config.source_steps,
-                                       config.source_optim))
-        stages += [
-            Stage("translate", self.translate_step,
-                  {"generators": self.translator.generators, "critics": self.translator.critics},
-                  config.translator_optim, config.translate_steps,
-                  on_start=self.start_translation, evaluate=False),
+        if config.translator_run is not None:
+            if config.source_run is not None:
+                raise ValueError("method.translator_run brings its own source model (the "
+                                 "semantic teacher); drop method.source_run")
+        else:
+            if config.source_run is None:
+                stages.append(source_stage(self.classifier, config.source_steps,
+                                           config.source_optim))
+            stages.append(
+                Stage("translate", self.translate_step,
+                      {"generators": self.translator.generators,
+                       "critics": self.translator.critics},
+                      config.translator_optim, config.translate_steps,
+                      on_start=self.start_translation, evaluate=False))
+        stages.append(
             Stage("task", self.task_step, {"classifier": [self.classifier]}, config.task_optim,
-                  config.steps),
-        ]
+                  config.steps,
+                  on_start=None if config.translator_run is None else self.reuse_translator))
         if config.feature_steps > 0:
             stages.append(feature)
         return stages
@@ -125,16 +143,25 @@ class CyCADA(Method):
             self.classifier.load_state_dict(load_source_classifier(self.config.source_run))
         self.teacher.load_state_dict(self.classifier.state_dict())
 
+    def load_parts(self, run: str, setting: str, names: tuple[str, ...]) -> None:
+        """Load the ``names`` modules (e.g. translator, teacher) from another run's weights."""
+        state = load_method_state(run, setting=setting)
+        for name in names:
+            part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+            if not part:
+                raise ValueError(f"{setting}={run} holds no {name} weights; give a "
+                                 "cycada or cycada_pixel run")
+            getattr(self, name).load_state_dict(part)
+
+    def reuse_translator(self) -> None:
+        self.load_parts(self.config.translator_run, "method.translator_run",
+                        ("translator", "teacher"))
+        self.classifier.load_state_dict(self.teacher.state_dict())  # that run's source model
+
     def start_features(self) -> None:
         if self.config.pixel_run is not None:
-            state = load_method_state(self.config.pixel_run, setting="method.pixel_run")
-            for name in ("translator", "teacher", "classifier"):
-                part = {k[len(name) + 1:]: v for k, v in state.items()
-                        if k.startswith(name + ".")}
-                if not part:
-                    raise ValueError(f"method.pixel_run={self.config.pixel_run} holds no "
-                                     f"{name} weights; give a cycada_pixel run")
-                getattr(self, name).load_state_dict(part)
+            self.load_parts(self.config.pixel_run, "method.pixel_run",
+                            ("translator", "teacher", "classifier"))
         self.source_encoder.load_state_dict(self.classifier.state_dict())
 
     def semantic_loss(self, originals: Tensor, translated: Tensor) -> Tensor:
