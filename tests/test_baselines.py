@@ -172,6 +172,21 @@ def test_adabn_in_fit_and_as_a_post_hoc_command(tiny_overrides, tmp_path):
         "the last rule reports the AdaBN-adapted last model"
     summary = api.adabn(run_dir)
     assert summary["layers"] == 3 and json.loads((run_dir / "adabn.json").read_text())
+    # label-free scores before and after; before is what training's probe read for this model
+    plain = api.fit(None, [*tiny_overrides, "model.norm=bn", "train.selection=last"],
+                    run_dir=tmp_path / "bn")
+    summary = api.adabn(plain.run_dir, which="last")
+    before, after = summary["validators"]["before"], summary["validators"]["after"]
+    assert set(before) == set(after) == {"entropy", "im", "snd"}  # no source split is read
+    assert before["im"] == pytest.approx(plain.history[-1]["validators"]["im"])
+    assert after["im"] != pytest.approx(before["im"])
+    from typer.testing import CliRunner
+
+    from tamebias.cli import app
+
+    outcome = CliRunner().invoke(app, ["adabn", plain.run_dir, "--which", "last"])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"im {before['im']:.4f} -> {after['im']:.4f}" in " ".join(outcome.output.split())
     lenet_run = api.fit(None, tiny_overrides, run_dir=tmp_path / "plain")
     with pytest.raises(ValueError, match="model.norm=bn"):
         api.adabn(lenet_run.run_dir)

@@ -255,19 +255,28 @@ def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
           ) -> dict[str, Any]:
     """AdaBN as a post-hoc step for any trained run: recompute the model's batch-norm
     statistics on the run's target training images (no labels), evaluate on the target test
-    split, and save the adapted weights as ``RUN/adabn.pt`` with ``RUN/adabn.json``."""
+    split, and save the adapted weights as ``RUN/adabn.pt`` with ``RUN/adabn.json``.
+
+    ``validators`` holds the label-free scores (entropy, IM, SND on the target training
+    images) before and after: the way to decide whether AdaBN helped without target labels."""
+    from .evaluation.selection import ValidationProbe
+
     run = load_run(run_dir, which, root)
     target_test = run.load_split(run.config.data.target, "test")
-    before = evaluate(run.method.predict, target_test, run.device)
     images = run.load_split(run.config.data.target, "train").images
+    probe = ValidationProbe.target_only(images, run.device)  # label-free: keep AdaBN or not
+    before = evaluate(run.method.predict, target_test, run.device)
+    scores_before = probe.scores(run.method)
     layers = adapt_to_target(run.method, images, run.device)
     run.method.eval()
     after = evaluate(run.method.predict, target_test, run.device)
+    scores_after = probe.scores(run.method)
     run_dir = Path(run_dir)
     checkpoint.save_atomic({"method": run.method.state_dict()}, run_dir / ADABN_FILE)
     summary = {"run_dir": str(run_dir), "which": which, "layers": layers,
                "target_images": len(images), "before": before.to_dict(),
-               "after": after.to_dict()}
+               "after": after.to_dict(),
+               "validators": {"before": scores_before, "after": scores_after}}
     (run_dir / "adabn.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

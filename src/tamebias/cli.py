@@ -145,6 +145,9 @@ def adabn_command(
         f"AdaBN on {summary['layers']} batch-norm layers over {summary['target_images']} target "
         f"images: target accuracy {100 * summary['before']['accuracy']:.2f}% -> "
         f"{100 * summary['after']['accuracy']:.2f}%  (weights: {run_dir / 'adabn.pt'})")
+    before, after = summary["validators"]["before"], summary["validators"]["after"]
+    console.print("without target labels (higher is better): " + ", ".join(
+        f"{name} {before[name]:.4f} -> {after[name]:.4f}" for name in before))
 
 
 @app.command("list")

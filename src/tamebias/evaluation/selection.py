@@ -46,6 +46,17 @@ class ValidationProbe:
             self.source_images = data.source_val.images[chosen]
             self.source_labels = data.source_val.labels[chosen]
 
+    @classmethod
+    def target_only(cls, images: Tensor, device: torch.device, samples: int = SAMPLES,
+                    seed: int = 0) -> ValidationProbe:
+        """A probe of unlabeled target images alone (the validators that need no source
+        split); with the run's target training images it reads the sample training read."""
+        probe = cls.__new__(cls)
+        probe.device = device
+        probe.target_images = images[fixed_sample(len(images), samples, seed)]
+        probe.source_images = probe.source_labels = None
+        return probe
+
     def inputs(self, predict_logits: Callable[[Tensor], Tensor],
                features: Callable[[Tensor], Tensor],
                module: nn.Module | None = None) -> ValidatorInputs:
