@@ -52,6 +52,25 @@ def test_identity_generators_give_zero_cycle_loss():
     assert float(losses["cycle_loss"]) == 0.0
 
 
+def test_target_gan_weight_scales_only_the_source_to_target_term(tiny_overrides):
+    torch.manual_seed(0)
+    source, target = torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)
+    translator = CycleGAN(1, TranslatorConfig(width=4, blocks=1, critic_width=8))
+    images = {k: v.detach() for k, v in translator.translate(source, target).items()}
+    base = float(translator.generator_losses(source, target, images)["gan_loss"])
+    to_target = float(nn.functional.mse_loss(translator.target_critic(images["fake_target"]),
+                                             torch.ones(1)))
+    translator.config.target_gan_weight = 3.0
+    translator.config.cycle_weight = 1.0
+    losses = translator.generator_losses(source, target, images)
+    assert float(losses["gan_loss"]) == pytest.approx(base + 2 * to_target, rel=1e-5)
+    # the digits-release variant's overrides reach the translator of a built method
+    method, _, _ = build(small(tiny_overrides, "method.translator.cycle_weight=1",
+                               "method.translator.target_gan_weight=2"))
+    assert method.translator.config.cycle_weight == 1.0
+    assert method.translator.config.target_gan_weight == 2.0
+
+
 def test_generator_keeps_shape_and_range_for_gray_and_color():
     for channels, size in ((1, 28), (3, 32)):
         generator = ResnetGenerator(channels, width=4, blocks=1)

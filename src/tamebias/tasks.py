@@ -163,6 +163,14 @@ VARIANTS: dict[str, Variant] = {
         "pixel-only CyCADA with batch norm in LeNet and weak views: source model and semantic "
         "teacher from the source_only+bn+aug run of the same task and seed; picked by "
         "information maximization on target images (as adda+bn+aug)", published_as_method=True),
+    "cycada_pixel+bn+aug+cycle1": Variant(
+        "cycada_pixel", (*BN_AUG,
+                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
+                         "method.translator.cycle_weight=1",
+                         "method.translator.target_gan_weight=2", "train.selection=im"),
+        "cycada_pixel+bn+aug with the translator loss weights of the authors' digits release: "
+        "cycle weight 1 (CycleGAN's 10 elsewhere), the source->target GAN term weighted 2",
+        published_as_method=True),
     "cycada_pixel+bn+aug+adabn": Variant(
         "cycada_pixel", (*BN_AUG,
                          "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",

@@ -30,6 +30,9 @@ class TranslatorConfig:
     cycle_weight: float = 10.0
     identity_weight: float = 0.0  # CycleGAN uses 0.5 * cycle_weight for some tasks
     gan_weight: float = 1.0
+    # the source->target GAN term's share relative to the target->source one (CyCADA's digits
+    # release weights it 2, with cycle_weight 1)
+    target_gan_weight: float = 1.0
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -219,7 +222,8 @@ class CycleGAN(nn.Module):
         plus their weighted sum ``total``; ``images`` reuses a ``translate`` result."""
         config = self.config
         images = images if images is not None else self.translate(source, target)
-        gan = (lsgan_loss(self.target_critic(images["fake_target"]), True)
+        gan = (config.target_gan_weight
+               * lsgan_loss(self.target_critic(images["fake_target"]), True)
                + lsgan_loss(self.source_critic(images["fake_source"]), True))
         cycle = (cycle_loss(source, images["cycle_source"])
                  + cycle_loss(target, images["cycle_target"]))
