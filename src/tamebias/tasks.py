@@ -171,6 +171,14 @@ VARIANTS: dict[str, Variant] = {
         "cycada_pixel+bn+aug with the translator loss weights of the authors' digits release: "
         "cycle weight 1 (CycleGAN's 10 elsewhere), the source->target GAN term weighted 2",
         published_as_method=True),
+    "cycada_pixel+bn+aug+wide": Variant(
+        "cycada_pixel", (*BN_AUG,
+                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
+                         "method.translator.width=16", "method.translator.blocks=6",
+                         "train.selection=im"),
+        "cycada_pixel+bn+aug with a larger translator: generators of width 16 with 6 residual "
+        "blocks (8 and 3 elsewhere), about 2.6x the translate stage's compute",
+        published_as_method=True),
     "cycada_pixel+bn+aug+adabn": Variant(
         "cycada_pixel", (*BN_AUG,
                          "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
