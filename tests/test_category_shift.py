@@ -168,6 +168,25 @@ def test_office31_preset_on_a_tiny_folder_fixture(tmp_path):
     assert int((data.target_train.labels == 20).sum()) == 11  # the unknowns
 
 
+def test_office31_bench_tasks_read_the_archive_layout_under_the_data_root(tmp_path):
+    from tamebias.tasks import SUITES, TASKS
+
+    suite = SUITES["office31-categoryshift"]
+    assert len(suite) == 18  # 6 ordered pairs x open-set, partial, open-partial
+    config = load_config(None, TASKS["office31-aw-open-partial"].overrides())
+    assert (config.model.backbone, config.model.pretrained) == ("resnet50", "imagenet")
+    assert (config.data.size, config.data.batch_size, config.method.steps) == (224, 36, 10000)
+    assert config.data.category_shift == "office31-open-partial"
+    # the task's data specs resolve under the data root, in the official archive's layout
+    for domain in ("amazon", "webcam"):
+        write_folder(tmp_path / "office31" / domain / "images", OFFICE31, per_class=1)
+    small = load_config(None, [*TASKS["office31-aw-open-partial"].overrides(),
+                               f"data.root={tmp_path}", "data.size=16",
+                               "data.source_val_fraction=0", "train.selection=last"])
+    data = prepare_data(small.data)
+    assert data.num_classes == 20 and len(data.target_train) == 21
+
+
 def test_an_open_set_run_records_the_rule_and_the_metrics(tiny_overrides):
     # the tiny domains have classes 0, 1, 2: class 2 is target-private
     overrides = [*tiny_overrides, "data.target_private=[2]", "method.name=dann"]

@@ -164,6 +164,41 @@ def test_eval_of_a_run_from_pretrained_weights(domains, tmp_path, one_thread):
     assert f"accuracy {100 * accuracy:.2f}%" in result.output
 
 
+def test_a_pretrained_backbone_trains_at_the_scaled_learning_rate(domains, tmp_path, one_thread):
+    from tamebias.api import build_run
+    from tamebias.config import load_config
+    from tamebias.training.optim import set_learning_rate
+    from tamebias.training.trainer import Context
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    base = [*fit_overrides(domains, tmp_path / "runs"), "data.channels=3",
+            "model.backbone=resnet18", "method.optim.name=sgd", "method.optim.lr=0.02",
+            "method.optim.schedule=inverse"]
+
+    def groups(*extra):
+        _, method, device = build_run(load_config(None, [*base, *extra]))
+        stage = method.stages()[0]
+        optimizer = Context.for_stage(stage, device).optimizers["classifier"]
+        set_learning_rate(optimizer, "inverse", 0.5)  # schedules keep the ratio
+        return method, [(group["lr"], {id(p) for p in group["params"]})
+                        for group in optimizer.param_groups]
+
+    def parts(method):
+        classifier = method.classifier
+        return ({id(p) for p in classifier.classifier_head.parameters()},
+                {id(p) for p in classifier.backbone.parameters()})
+
+    decay = (1 + 10 * 0.5) ** -0.75
+    method, pretrained = groups(f"model.pretrained={weights}", "model.pretrained_lr_scale=0.1")
+    head, backbone = parts(method)
+    assert [lr for lr, _ in pretrained] == pytest.approx([0.02 * decay, 0.002 * decay])
+    assert pretrained[0][1] == head and pretrained[1][1] == backbone
+    method, scratch = groups()  # no pretrained weights: one rate for all
+    assert [lr for lr, _ in scratch] == pytest.approx([0.02 * decay])
+    assert scratch[0][1] == set.union(*parts(method))
+
+
 def test_eval_of_a_missing_run_exits_cleanly(tmp_path):
     result = invoke("eval", tmp_path / "no-run")
     assert result.exit_code == 2

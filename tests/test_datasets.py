@@ -314,6 +314,15 @@ def test_folder_with_splits(tmp_path: Path) -> None:
         load_dataset(f"folder:{tmp_path / 'missing'}")
 
 
+def test_relative_folder_is_read_from_under_the_data_root(tmp_path: Path, monkeypatch) -> None:
+    save_png(tmp_path / "root" / "office31" / "dslr" / "images" / "mug" / "a.png", 4, 4, 90)
+    monkeypatch.chdir(tmp_path)  # not in the working directory: the data root is next
+    images = load_dataset("folder:office31/dslr/images", "train", root=tmp_path / "root")
+    assert images.classes == ["mug"] and (images.images == 90).all()
+    with pytest.raises(DatasetNotFoundError, match="nor under the data root"):
+        load_dataset("folder:office31/amazon/images", "train", root=tmp_path / "root")
+
+
 def test_npz_spec(tmp_path: Path) -> None:
     x, y = random_digits(4, side=5)
     write_npz(tmp_path / "one.npz", x, y % 3)

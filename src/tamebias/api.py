@@ -140,6 +140,7 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     classifier = build_classifier(
         config.model.backbone, data.num_classes, channels, size, config.model.pretrained,
         config.model.channels_last, norm=config.model.norm,
+        pretrained_lr_scale=config.model.pretrained_lr_scale,
     )
     method = build_method(config.method, classifier).to(device)
     return data, method, device
@@ -329,7 +330,8 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
-                                  load_weights=False, norm=config.model.norm)
+                                  load_weights=False, norm=config.model.norm,
+                                  pretrained_lr_scale=config.model.pretrained_lr_scale)
     method = build_method(config.method, classifier).to(target_device)
     if which.startswith("stage:"):
         path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"

@@ -165,7 +165,8 @@ def list_registered(
     sections = {
         "datasets": {**{n: d.description for n, d in DATASETS.items()},
                      "folder:PATH": "your images: one sub-folder per class (ImageFolder; Office,"
-                     " VisDA, DomainNet layout); optional train/ and test/",
+                     " VisDA, DomainNet layout); optional train/ and test/; a relative PATH"
+                     " not in the working directory is read from under the data root",
                      "npz:PATH": "arrays x (uint8 N x H x W [x C]) and y (int64): a file, or a "
                      "folder with train.npz / test.npz"},
         "backbones": {n: b.description for n, b in BACKBONES.items()},

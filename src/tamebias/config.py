@@ -87,6 +87,9 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "lenet"
     pretrained: str | None = None
+    # learning-rate multiplier for the parameters of a pretrained backbone (the fine-tuning
+    # practice of the DANN / DANCE / MME papers: the ImageNet body at lr/10, new layers at lr)
+    pretrained_lr_scale: float = 0.1
     channels_last: bool = True  # NHWC memory format for convolutions (faster on CPU and GPU)
     # none | bn | in | ibn | dsbn (models/norm.py); unset: the backbone's own (LeNet none, else bn)
     norm: str | None = None

@@ -87,12 +87,39 @@ for _setting in SHIFT_SETTINGS:
         steps=1000,
     )
 
+# Office-31 under DANCE's category shifts, in the paper's protocol: ImageNet-pretrained
+# ResNet-50 (its body at lr/10: model.pretrained_lr_scale), 224 px, batch 36, 10,000 steps,
+# flips and shifts of both domains. The official archive (domain_adaptation_images) unpacked
+# under the data root as office31/{amazon,dslr,webcam}/images/<31 class folders>; Office-31
+# has no test split, so the unlabeled target images are also the test set (transductive).
+OFFICE31_DOMAINS = {"a": "amazon", "d": "dslr", "w": "webcam"}
+OFFICE31_SETTINGS = ("open-set", "partial", "open-partial")
+for _source in OFFICE31_DOMAINS:
+    for _target in OFFICE31_DOMAINS:
+        if _source == _target:
+            continue
+        for _setting in OFFICE31_SETTINGS:
+            TASKS[f"office31-{_source}{_target}-{_setting}"] = Task(
+                f"Office-31 {OFFICE31_DOMAINS[_source]} -> {OFFICE31_DOMAINS[_target]}, "
+                f"category shift office31-{_setting} (DANCE's split); ImageNet ResNet-50, "
+                "224 px; reads DATA_ROOT/office31/<domain>/images",
+                {"source": f"folder:office31/{OFFICE31_DOMAINS[_source]}/images",
+                 "target": f"folder:office31/{OFFICE31_DOMAINS[_target]}/images",
+                 "category_shift": f"office31-{_setting}", "size": 224, "channels": 3,
+                 "batch_size": 36},
+                backbone="resnet50", steps=10000,
+                extra={"model.pretrained": "imagenet", "data.augment.policy": "natural",
+                       "data.augment.source": "weak", "data.augment.target": "weak"},
+            )
+
 SUITES: dict[str, list[str]] = {
     "digits": ["mnist-usps", "usps-mnist", "mnist-usps-adda", "usps-mnist-adda",
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],
+    # DANCE's own test (needs the Office-31 images and ResNet-50 ImageNet weights; a GPU)
+    "office31-categoryshift": [name for name in TASKS if name.startswith("office31-")],
 }
 
 

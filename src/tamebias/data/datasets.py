@@ -1,6 +1,7 @@
 """The dataset registry and :func:`load_dataset`, the one entry point for reading data.
 
-A spec is a registered name (see :data:`DATASETS`), ``folder:PATH`` (ImageFolder layout) or
+A spec is a registered name (see :data:`DATASETS`), ``folder:PATH`` (ImageFolder layout; a
+relative PATH missing from the working directory is read from under the data root) or
 ``npz:PATH`` (a prepared ``.npz`` file, or a folder holding ``train.npz`` / ``test.npz``).
 """
 
@@ -281,8 +282,17 @@ def _folder_classes(folder: Path) -> list[str]:
     return sorted(c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
 
 
-def _load_folder(spec: str, text: str, split: str, size: tuple[int, int] | None) -> ImageSet:
+def _load_folder(spec: str, text: str, split: str, size: tuple[int, int] | None,
+                 root: str | Path | None = None) -> ImageSet:
     path = Path(text).expanduser()
+    if not path.is_absolute() and not path.is_dir():  # relative: the working dir, then the root
+        data_root, how = _choose_data_root(root)
+        if not (data_root / path).is_dir():
+            raise DatasetNotFoundError(
+                f"{spec}: no folder {path} in the working directory nor under the data root "
+                f"{data_root} ({how}); expected one sub-folder per class of images, optionally "
+                "inside train/ and test/")
+        path = data_root / path
     if not path.is_dir():
         raise DatasetNotFoundError(f"{spec}: {path} is not a folder (expected one per class)")
     train, test = path / "train", path / "test"
@@ -351,7 +361,7 @@ def load_dataset(
         size = (int(size[0]), int(size[1]))
     text = spec.strip()
     if text.startswith("folder:"):
-        return _load_folder(text, text[len("folder:"):], split, size)
+        return _load_folder(text, text[len("folder:"):], split, size, root)
     if text.startswith("npz:"):
         result = _load_npz(text, text[len("npz:"):], split)
     elif text.lower() in DATASETS:

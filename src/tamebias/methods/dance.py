@@ -24,7 +24,8 @@ class DANCEConfig(MethodConfig):
     name: str = "dance"
     steps: int = 3000
     # the authors' SGD (lr 0.01, momentum 0.9, Nesterov, weight decay 5e-4, inverse decay);
-    # they train a pretrained ResNet-50 body at lr/10, here one rate for a network from scratch
+    # a pretrained body (model.pretrained) trains at lr/10 (model.pretrained_lr_scale), as
+    # theirs; a network from scratch at one rate
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         "sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse"))
     temperature: float = 0.05

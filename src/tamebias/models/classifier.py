@@ -51,10 +51,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def build_classifier(
     backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None,
     channels_last: bool = True, load_weights: bool = True, norm: str | None = None,
+    pretrained_lr_scale: float = 1.0,
 ) -> Classifier:
     """The backbone by name plus a head; ImageNet-pretrained backbones get ImageNet
-    normalization, everything else maps [0, 1] to [-1, 1]."""
+    normalization, everything else maps [0, 1] to [-1, 1]. A pretrained backbone is marked
+    with ``lr_scale`` (``pretrained_lr_scale``), which every optimizer over it applies."""
     network = build_backbone(backbone, channels, size, pretrained, load_weights, norm)
+    if pretrained:
+        network.lr_scale = pretrained_lr_scale
     if pretrained and channels == 3:
         return Classifier(network, num_classes, IMAGENET_MEAN, IMAGENET_STD, channels_last)
     return Classifier(network, num_classes, channels_last=channels_last)

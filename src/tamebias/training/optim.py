@@ -11,26 +11,46 @@ from torch import nn
 from ..config import ConfigError, OptimConfig
 
 
-def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
+def lr_scales(modules: list[nn.Module]) -> dict[int, float]:
+    """Learning-rate multipliers by parameter id, from submodules marked with ``lr_scale``
+    (a pretrained backbone: models/classifier.py); unmarked parameters are left out (1)."""
+    scales: dict[int, float] = {}
+    for module in modules:
+        for sub in module.modules():
+            scale = getattr(sub, "lr_scale", None)
+            if scale is not None and scale != 1.0:
+                scales.update((id(parameter), float(scale)) for parameter in sub.parameters())
+    return scales
+
+
+def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig,
+                    scales: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    """One optimizer over ``parameters``; with ``scales`` (see :func:`lr_scales`) a parameter
+    group per multiplier, each at ``config.lr`` times its multiplier (schedules keep the ratio)."""
     if not parameters:
         raise ValueError("an optimizer was given no trainable parameters")
+    by_scale: dict[float, list[nn.Parameter]] = {}
+    for parameter in parameters:
+        by_scale.setdefault((scales or {}).get(id(parameter), 1.0), []).append(parameter)
+    groups = [{"params": group, "lr": config.lr * scale, "lr_scale": scale}
+              for scale, group in sorted(by_scale.items(), reverse=True)]
     if config.name == "adam":
         optimizer = torch.optim.Adam(
-            parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
     elif config.name == "adamw":
         optimizer = torch.optim.AdamW(
-            parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
     elif config.name == "sgd":
         optimizer = torch.optim.SGD(
-            parameters, lr=config.lr, momentum=config.momentum,
+            groups, lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.momentum > 0,
         )
     else:
         raise ConfigError(f"optimizer must be adam, adamw or sgd, got {config.name!r}")
     for group in optimizer.param_groups:
-        group["base_lr"] = config.lr
+        group["base_lr"] = config.lr * group["lr_scale"]
     return optimizer
 
 

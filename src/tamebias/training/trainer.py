@@ -22,7 +22,7 @@ from ..methods.base import Method, Stage, trainable_parameters
 from ..models.norm import use_domain
 from . import checkpoint
 from .log import JsonLines, ProgressBar
-from .optim import build_optimizer, set_learning_rate
+from .optim import build_optimizer, lr_scales, set_learning_rate
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,8 +51,8 @@ class Context:
         parameters = {name: list(trainable_parameters(modules))
                       for name, modules in stage.optimizers.items()}
         configs = {name: stage.optim_config(name) for name in stage.optimizers}
-        optimizers = {name: build_optimizer(parameters[name], configs[name])
-                      for name in stage.optimizers}
+        optimizers = {name: build_optimizer(parameters[name], configs[name], lr_scales(modules))
+                      for name, modules in stage.optimizers.items()}
         return cls(optimizers, configs, parameters, device, amp)
 
     def update(self, optimizer: str, loss: Tensor) -> None:
