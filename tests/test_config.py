@@ -207,6 +207,7 @@ def test_selection_source_val_needs_a_validation_set():
     (["train.eval_every=0"], "train.eval_every must be positive"),
     (["train.log_every=-1"], "train.log_every must be positive"),
     (["train.checkpoint_every=0"], "train.checkpoint_every must be positive"),
+    (["model.pretrained_lr_scale=-0.1"], "model.pretrained_lr_scale must not be negative"),
 ])
 def test_validate_rules(overrides, message):
     with pytest.raises(ConfigError) as caught:

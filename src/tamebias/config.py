@@ -328,6 +328,9 @@ def validate(config: RunConfig) -> None:
                               f"got {getattr(augment, name)!r}")
     if augment.strength < 0:
         raise ConfigError("data.augment.strength must not be negative")
+    if config.model.pretrained_lr_scale < 0:
+        raise ConfigError("model.pretrained_lr_scale must not be negative (0 freezes the "
+                          "pretrained body)")
     if config.train.rejection not in ("entropy", "confidence"):
         raise ConfigError(f"train.rejection must be entropy or confidence, "
                           f"got {config.train.rejection!r}")
