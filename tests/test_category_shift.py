@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from tamebias.api import evaluate_run, fit
 from tamebias.bench import category_shift_fields, markdown_table, row_from_runs
@@ -185,6 +186,28 @@ def test_office31_bench_tasks_read_the_archive_layout_under_the_data_root(tmp_pa
                                "data.source_val_fraction=0", "train.selection=last"])
     data = prepare_data(small.data)
     assert data.num_classes == 20 and len(data.target_train) == 21
+
+
+def test_a_target_without_a_test_split_is_decoded_once(tmp_path, monkeypatch):
+    from tamebias.data import datasets
+
+    calls = []
+
+    def counting(folder, *args, **kwargs):
+        calls.append(Path(folder).name)
+        return read(folder, *args, **kwargs)
+
+    read = datasets.read_image_folder
+    monkeypatch.setattr(datasets, "read_image_folder", counting)
+    source = write_folder(tmp_path / "amazon", ["a", "b"], per_class=2)
+    target = write_folder(tmp_path / "webcam", ["a", "b"], per_class=2)
+    config = load_config(None, [f"data.source={source}", f"data.target={target}",
+                                "data.size=8", "data.channels=1",
+                                "data.source_val_fraction=0", "train.selection=last"])
+    data = prepare_data(config.data)
+    assert calls == ["amazon", "webcam"]  # the target folder is read once, for both roles
+    assert data.protocol["target_test_transductive"] is True
+    assert torch.equal(data.target_test.images, data.target_train.images)
 
 
 def test_an_open_set_run_records_the_rule_and_the_metrics(tiny_overrides):

@@ -3,7 +3,7 @@ serve typed batches from step-indexed streams."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -80,7 +80,10 @@ def prepare_data(config: DataConfig) -> DomainData:
 
     source = load_dataset(config.source, "train", size=hint(config.source), **load)
     target = load_dataset(config.target, "train", size=hint(config.target), **load)
-    target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
+    if target.meta.get("transductive"):  # no test split: the same images, decoded once
+        target_test = replace(target, meta={**target.meta, "split": "test"})
+    else:
+        target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
 
     shift = resolve_category_shift(config, source.classes, target.classes)
     if shift is not None:  # keep the protocol's classes; target-private ones become "unknown"
