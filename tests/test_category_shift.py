@@ -186,6 +186,16 @@ def test_office31_bench_tasks_read_the_archive_layout_under_the_data_root(tmp_pa
                                "data.source_val_fraction=0", "train.selection=last"])
     data = prepare_data(small.data)
     assert data.num_classes == 20 and len(data.target_train) == 21
+    # OfficeHome: 4 domains (12 ordered pairs), a folder name with a space
+    assert len(SUITES["officehome-categoryshift"]) == 36
+    names = [f"class{i:02d}" for i in range(65)]
+    for domain in ("Real World", "Clipart"):
+        write_folder(tmp_path / "officehome" / domain, names, per_class=1)
+    home = load_config(None, [*TASKS["officehome-rc-open-partial"].overrides(),
+                              f"data.root={tmp_path}", "data.size=16",
+                              "data.source_val_fraction=0", "train.selection=last"])
+    data = prepare_data(home.data)
+    assert data.num_classes == 15 and len(data.target_train) == 60  # 10 shared + 50 unknown
 
 
 def test_a_target_without_a_test_split_is_decoded_once(tmp_path, monkeypatch):
