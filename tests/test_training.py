@@ -11,6 +11,7 @@ import torch
 import tamebias
 from tamebias.methods import common
 from tamebias.training import checkpoint
+from tamebias.training.log import read_json_lines
 from tamebias.training.trainer import TrainingDiverged
 
 
@@ -52,6 +53,13 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_overrides, tmp_
 
     assert resumed.target == full.target
     assert resumed.history == full.history
+    # the lines the killed process logged past its checkpoint are not left twice in the log
+
+    def logged(run):
+        return [(r.get("event"), r["stage"], r["global_step"])
+                for r in read_json_lines(tmp_path / run / "metrics.jsonl")]
+
+    assert logged("killed") == logged("full")
     # the first process's training time is carried over with the rest of the record
     assert set(resumed.stage_seconds) == {"source"}
     assert resumed.stage_seconds["source"] == pytest.approx(resumed.train_seconds)

@@ -26,6 +26,15 @@ class JsonLines:
         with self.path.open("a") as stream:
             stream.write(json.dumps(record, allow_nan=True) + "\n")
 
+    def keep_until(self, global_step: int) -> None:
+        """Drop the records past ``global_step``: what a killed process logged after its last
+        checkpoint is logged again when the run resumes (0: a fresh start, nothing kept)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("global_step", 0) <= global_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
 
 def read_json_lines(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)

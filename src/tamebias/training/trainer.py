@@ -172,6 +172,8 @@ class Trainer:
                                 state["wall_seconds"], state.get("stage_seconds", {}))
         total = sum(stage.steps for stage in stages)
         offsets = [sum(stage.steps for stage in stages[:i]) for i in range(len(stages))]
+        self.metrics_log.keep_until(
+            offsets[start_stage] + start_step if start_stage < len(stages) else total)
         current = min(start_stage, len(stages) - 1)  # a finished run resumes past its end
         bar = ProgressBar(total, stages[current].name, self.show_progress)
         bar.advance_to(offsets[current] + start_step, stages[current].name, {})
