@@ -157,6 +157,10 @@ class Variant:
 
 # the bn+aug setting of the adversarial rows: batch norm in LeNet, weak views of both domains
 BN_AUG = ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak")
+# pixel-only CyCADA in that setting: stage one (source model, semantic teacher) is the
+# source_only+bn+aug run of the same task and seed; picked by information maximization
+PIXEL_BN_AUG = (*BN_AUG, "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
+                "train.selection=im")
 
 VARIANTS: dict[str, Variant] = {
     "adabn": Variant("source_only", ("model.norm=bn", "train.adabn=true"),
@@ -203,25 +207,19 @@ VARIANTS: dict[str, Variant] = {
         "encoder is picked by information maximization on target images (its source accuracy "
         "says little about it)", published_as_method=True),
     "cycada_pixel+bn+aug": Variant(
-        "cycada_pixel", (*BN_AUG,
-                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
-                         "train.selection=im"),
+        "cycada_pixel", PIXEL_BN_AUG,
         "pixel-only CyCADA with batch norm in LeNet and weak views: source model and semantic "
         "teacher from the source_only+bn+aug run of the same task and seed; picked by "
         "information maximization on target images (as adda+bn+aug)", published_as_method=True),
     "cycada_pixel+bn+aug+cycle1": Variant(
-        "cycada_pixel", (*BN_AUG,
-                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
-                         "method.translator.cycle_weight=1",
-                         "method.translator.target_gan_weight=2", "train.selection=im"),
+        "cycada_pixel", (*PIXEL_BN_AUG, "method.translator.cycle_weight=1",
+                         "method.translator.target_gan_weight=2"),
         "cycada_pixel+bn+aug with the translator loss weights of the authors' digits release: "
         "cycle weight 1 (CycleGAN's 10 elsewhere), the source->target GAN term weighted 2",
         published_as_method=True),
     "cycada_pixel+bn+aug+wide": Variant(
-        "cycada_pixel", (*BN_AUG,
-                         "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
-                         "method.translator.width=16", "method.translator.blocks=6",
-                         "train.selection=im"),
+        "cycada_pixel", (*PIXEL_BN_AUG, "method.translator.width=16",
+                         "method.translator.blocks=6"),
         "cycada_pixel+bn+aug with a larger translator: generators of width 16 with 6 residual "
         "blocks (8 and 3 elsewhere), about 2.6x the translate stage's compute",
         published_as_method=True),

@@ -32,7 +32,7 @@ def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig,
     by_scale: dict[float, list[nn.Parameter]] = {}
     for parameter in parameters:
         by_scale.setdefault((scales or {}).get(id(parameter), 1.0), []).append(parameter)
-    groups = [{"params": group, "lr": config.lr * scale, "lr_scale": scale}
+    groups = [{"params": group, "lr": config.lr * scale}
               for scale, group in sorted(by_scale.items(), reverse=True)]
     if config.name == "adam":
         optimizer = torch.optim.Adam(
@@ -50,7 +50,7 @@ def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig,
     else:
         raise ConfigError(f"optimizer must be adam, adamw or sgd, got {config.name!r}")
     for group in optimizer.param_groups:
-        group["base_lr"] = config.lr * group["lr_scale"]
+        group["base_lr"] = group["lr"]  # what the schedule scales
     return optimizer
 
 
