@@ -231,6 +231,14 @@ VARIANTS: dict[str, Variant] = {
         "run's translator and teacher (same task and seed), then batch-norm statistics "
         "recomputed on target images (the classifier learned them on translated source)",
         published_as_method=True),
+    "cycada_pixel+bn+aug+cosine": Variant(
+        "cycada_pixel", (*BN_AUG,
+                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         "method.task_optim.schedule=cosine", "train.selection=im"),
+        "pixel-only CyCADA with the task classifier's learning rate annealed (cosine to 0): "
+        "the task stage of cycada_pixel+bn+aug trained again on that run's translator and "
+        "teacher (same task and seed); the constant rate leaves it swinging by about a point "
+        "between evaluations", published_as_method=True),
     "cycada+bn+aug": Variant(
         "cycada", (*BN_AUG,
                    "method.pixel_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
