@@ -127,6 +127,56 @@ def test_semantic_consistency_uses_the_frozen_teacher_and_never_updates_it(tiny_
     assert same(method.teacher, teacher)
 
 
+def test_teacher_target_stats_reads_target_style_with_target_batchnorm(tiny_overrides):
+    import copy
+
+    from tamebias.config import ConfigError
+
+    with pytest.raises(ConfigError, match="set model.norm=bn"):
+        build(small(tiny_overrides, "method.teacher_target_stats=true", "model.norm=none"))
+    method, streams, _ = build(small(tiny_overrides, "method.teacher_target_stats=true",
+                                     "model.norm=bn"))
+    method.start_translation()
+    method.train()
+    assert not method.target_teacher.training and not method.teacher.training
+    teacher = snapshot(method.teacher)
+    context = Context.for_stage(stage(method, "translate"), torch.device("cpu"))
+    cut = method.config.translate_batch
+    batches = [streams.batch(step) for step in range(3)]
+    # what AdaBN over the target images seen gives: a cumulative average of batch statistics
+    reference = copy.deepcopy(method.teacher)
+    for norm in cycada_module.batch_norms(reference):
+        norm.reset_running_stats()
+        norm.momentum = None
+    for norm in cycada_module.batch_norms(reference):
+        norm.train()  # dropout off, as in AdaBN
+    with torch.no_grad():
+        for batch in batches:
+            reference(batch.target.images[:cut])
+    for batch in batches[:2]:
+        method.translate_step(batch, context)
+    before = copy.deepcopy(method)  # the third step's semantic loss, computed by hand
+    before.gather_target_statistics(batches[2].target.images[:cut])
+    source, target = batches[2].source.images[:cut], batches[2].target.images[:cut]
+    with torch.no_grad():
+        fake_target = before.translator.source_to_target(source)
+        fake_source = before.translator.target_to_source(target)
+        expected = (nn.functional.cross_entropy(before.target_teacher(fake_target),
+                                                before.teacher(source).argmax(1))
+                    + nn.functional.cross_entropy(before.teacher(fake_source),
+                                                  before.target_teacher(target).argmax(1)))
+    metrics = method.translate_step(batches[2], context)
+    assert torch.allclose(metrics["semantic_loss"], expected, atol=1e-5)
+    for ours, theirs in zip(cycada_module.batch_norms(method.target_teacher),
+                            cycada_module.batch_norms(reference), strict=True):
+        assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-5)
+        assert torch.allclose(ours.running_var, theirs.running_var, atol=1e-4)
+    assert same(method.teacher, teacher)  # the source teacher keeps source statistics
+    assert all(torch.equal(p, q) for p, q in zip(method.target_teacher.parameters(),
+                                                 method.teacher.parameters(), strict=True))
+    assert all(p.grad is None for p in method.target_teacher.parameters())
+
+
 def test_translate_stage_updates_only_generators_and_critics_through_their_optimizers(
         tiny_overrides):
     method, streams, device = build(small(tiny_overrides))
@@ -230,6 +280,46 @@ def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
         build([*again, "method.source_run=elsewhere"])[0].stages()
     with pytest.raises(ValueError, match="drop method.translator_run"):
         build([*again, "method.pixel_run=elsewhere", "method.feature_steps=2"])[0].stages()
+
+
+def test_judge_reads_source_images_before_and_after_translation(tiny_overrides, tmp_path,
+                                                                 monkeypatch):
+    from typer.testing import CliRunner
+
+    from tamebias.cli import app
+    from tamebias.evaluation.metrics import predict
+    from tamebias.translation import judge_translation
+
+    run = tmp_path / "run"
+    fit(None, small(tiny_overrides, "method.source_steps=2", "method.translate_steps=2",
+                    "method.steps=2", "method.feature_steps=0"), run_dir=run)
+    fit(None, [*tiny_overrides, "method.steps=2"], run_dir=tmp_path / "judge")
+    judge = load_run(tmp_path / "judge")
+    source = judge.load_split(judge.config.data.source, "test")
+    reads = predict(judge.method.predict, source.images, judge.device).argmax(1)
+    expected = float((reads == source.labels).float().mean())
+    # an identity translator changes nothing the judge reads
+    monkeypatch.setattr(ResnetGenerator, "forward", lambda self, images: images)
+    same_images = judge_translation(run, tmp_path / "judge")
+    assert same_images["images"] == len(source)
+    assert same_images["source_accuracy"] == pytest.approx(expected)
+    assert same_images["translated_accuracy"] == pytest.approx(expected)
+    # a translator that blanks every image: the judge reads one class for all of them
+    monkeypatch.setattr(ResnetGenerator, "forward", lambda self, images: images * 0)
+    blank = judge_translation(run, tmp_path / "judge")
+    read = int(judge.method.predict(torch.zeros(1, *source.images.shape[1:])).argmax())
+    assert blank["translated_accuracy"] == pytest.approx(
+        float((source.labels == read).float().mean()))
+    assert {f["read_as"] for f in blank["flips"]} == {source.classes[read]}
+    assert sum(f["count"] for f in blank["flips"]) == int((source.labels != read).sum())
+    outcome = CliRunner().invoke(app, ["translate", str(run), "--count", "4",
+                                       "--judge", str(tmp_path / "judge")])
+    assert outcome.exit_code == 0, outcome.output
+    assert "translated to the target style" in outcome.output
+    # a judge of another input size is refused before reading anything
+    fit(None, [*tiny_overrides, "data.size=20", "method.steps=2"], run_dir=tmp_path / "other")
+    with pytest.raises(ValueError, match="reads 20x20x1 images"):
+        judge_translation(run, tmp_path / "other")
 
 
 def test_translate_refuses_a_run_without_a_translator(tiny_overrides, tmp_path):

@@ -319,17 +319,31 @@ def translate(
     ] = None,
     which: Annotated[str, typer.Option(
         help="last (checkpoint.pt), selected (best.pt) or stage:translate")] = "last",
+    judge: Annotated[Path | None, typer.Option(
+        help="Another run whose classifier reads the source test images before and after "
+        "translation (e.g. an oracle trained on labeled target images): how many translations "
+        "keep their class, and the most frequent flips. A diagnosis, not a selection rule.")
+    ] = None,
     data_root: DataRoot = None,
 ) -> None:
     """Show what a run's image translator learned: rows of source, source->target and its
     cycle reconstruction, then target, target->source and its reconstruction."""
-    from .translation import export_translated, translation_grids
+    from .translation import export_translated, judge_translation, translation_grids
 
     try:
         path = translation_grids(run_dir, output, count, data_root, which)
         console.print(f"wrote {path}")
         if export is not None:
             console.print(f"wrote {export_translated(run_dir, export, data_root, which)}")
+        if judge is not None:
+            verdict = judge_translation(run_dir, judge, data_root, which)
+            console.print(
+                f"judge {judge} on {verdict['images']} source {verdict['split']} images: "
+                f"{100 * verdict['source_accuracy']:.2f}% as they are, "
+                f"{100 * verdict['translated_accuracy']:.2f}% translated to the target style")
+            flips = ", ".join(f"{f['label']}->{f['read_as']} {f['count']}"
+                              for f in verdict["flips"])
+            console.print(f"most frequent flips (label->read as): {flips or 'none'}")
     except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
         _fail(error)
 

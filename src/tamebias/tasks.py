@@ -223,6 +223,12 @@ VARIANTS: dict[str, Variant] = {
         "cycada_pixel+bn+aug with a larger translator: generators of width 16 with 6 residual "
         "blocks (8 and 3 elsewhere), about 2.6x the translate stage's compute",
         published_as_method=True),
+    "cycada_pixel+bn+aug+tbn": Variant(
+        "cycada_pixel", (*PIXEL_BN_AUG, "method.teacher_target_stats=true"),
+        "cycada_pixel+bn+aug whose semantic teacher reads target-style images with batch-norm "
+        "statistics of the target images (AdaBN, gathered during translation) and source-style "
+        "ones with its own: the source model's blind spots on the target are where the "
+        "translator's class flips go unpunished", published_as_method=True),
     "cycada_pixel+bn+aug+adabn": Variant(
         "cycada_pixel", (*BN_AUG,
                          "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
@@ -239,6 +245,16 @@ VARIANTS: dict[str, Variant] = {
         "the task stage of cycada_pixel+bn+aug trained again on that run's translator and "
         "teacher (same task and seed); the constant rate leaves it swinging by about a point "
         "between evaluations", published_as_method=True),
+    "cycada_pixel+bn+strong": Variant(
+        "cycada_pixel", ("model.norm=bn", "data.augment.source=strong",
+                         "data.augment.target=weak",
+                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         "train.selection=im"),
+        "pixel-only CyCADA whose task stage sees strong views of the source (bigger rotations, "
+        "shears, scales, photometric changes) before translation: the translator restyles a "
+        "digit but keeps its shape, so the classifier meets only the source's shapes otherwise. "
+        "The task stage of cycada_pixel+bn+aug trained again on that run's translator and "
+        "teacher (same task and seed)", published_as_method=True),
     "cycada+bn+aug": Variant(
         "cycada", (*BN_AUG,
                    "method.pixel_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",

@@ -103,3 +103,48 @@ def export_translated(run_dir: str | Path, path: str | Path, root: str | None = 
     np.savez_compressed(path, x=np.ascontiguousarray(images),
                         y=dataset.labels.numpy().astype(np.int64))
     return path
+
+
+@torch.no_grad()
+def judge_translation(run_dir: str | Path, judge_dir: str | Path, root: str | None = None,
+                      which: str = "last", split: str = "test", batch_size: int = 512,
+                      flips: int = 5) -> dict:
+    """How a second run's classifier (the *judge*, e.g. an oracle trained on labeled target
+    images) reads the run's source ``split`` before and after translation to the target style,
+    against the source labels. ``translated_accuracy`` is the share of translations that still
+    show their class to a target-domain reader: the label noise the task classifier trains on.
+    A diagnosis of the translator, not a selection rule (the judge may have seen target labels).
+    Returns the counts, both accuracies and the ``flips`` most frequent (label, read as) pairs."""
+    from .evaluation.metrics import predict
+
+    run = load_run(run_dir, which, root)
+    translator = _translator(run)
+    judge = load_run(judge_dir, "selected", root, device=str(run.device))
+    if judge.protocol["classes"] != run.protocol["classes"] or \
+            judge.protocol["input"] != run.protocol["input"]:
+        raise ValueError(
+            f"the judge {judge_dir} reads {judge.protocol['input']} images of classes "
+            f"{judge.protocol['classes']}; the run {run_dir} translates "
+            f"{run.protocol['input']} images of classes {run.protocol['classes']}")
+    dataset = run.load_split(run.config.data.source, split)
+    labels = dataset.labels.to(run.device)
+    translator.eval()
+
+    def read_translated(images: Tensor) -> Tensor:
+        return judge.method.predict(translator.source_to_target(images).clamp(0, 1))
+
+    plain = predict(judge.method.predict, dataset.images, run.device, batch_size).argmax(1)
+    translated = predict(read_translated, dataset.images, run.device, batch_size).argmax(1)
+    wrong = translated != labels
+    pairs = torch.stack([labels[wrong], translated[wrong]], 1)
+    top = []
+    if len(pairs):
+        found, counts = torch.unique(pairs, dim=0, return_counts=True)
+        for index in torch.argsort(counts, descending=True)[:flips].tolist():
+            label, read = (int(v) for v in found[index])
+            top.append({"label": dataset.classes[label], "read_as": dataset.classes[read],
+                        "count": int(counts[index])})
+    return {"images": len(dataset), "split": split, "judge": str(judge_dir),
+            "source_accuracy": float((plain == labels).float().mean()),
+            "translated_accuracy": float((translated == labels).float().mean()),
+            "flips": top}

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import MethodConfig, OptimConfig
+from ..config import ConfigError, MethodConfig, OptimConfig
 from ..data.batch import DomainBatch, LabeledBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
+from ..models.norm import batch_norms
 from ..models.translator import CycleGAN, TranslatorConfig
 from .adda import adversarial_feature_step, load_method_state, load_source_classifier
 from .base import Method, Stage, StepContext
@@ -38,6 +39,10 @@ class CyCADAConfig(MethodConfig):
     feature_steps: int = 2000  # 0: pixel-only
     translate_batch: int = 32  # images per domain per translator step, cut from each batch
     semantic_weight: float = 1.0
+    # the semantic teacher reads target-style images (source->target translations, and the
+    # target originals) with batch-norm statistics gathered on the target batches of the
+    # translate stage (AdaBN), source-style ones with the source model's own (needs batch norm)
+    teacher_target_stats: bool = False
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     source_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
     translator_optim: OptimConfig = field(default_factory=_gan_optim)
@@ -100,6 +105,16 @@ class CyCADA(Method):
         self.teacher = copy.deepcopy(classifier)  # filled when translation starts
         self.source_encoder = copy.deepcopy(classifier)  # filled when feature alignment starts
         self.critic = DomainCritic(classifier.feature_dim, config.critic_hidden)
+        if config.teacher_target_stats:
+            self.target_teacher = copy.deepcopy(classifier)  # filled when translation starts
+            norms = batch_norms(self.target_teacher)
+            if not norms:
+                raise ConfigError("method.teacher_target_stats gives the semantic teacher target "
+                                  "batch-norm statistics; the classifier has no batch norm "
+                                  "(set model.norm=bn)")
+            for norm in norms:
+                norm.momentum = None  # a cumulative average over all target batches seen
+            self.frozen_modules = (*self.frozen_modules, "target_teacher")
 
     def stages(self) -> list[Stage]:
         config = self.config
@@ -142,6 +157,10 @@ class CyCADA(Method):
         if self.config.source_run is not None:
             self.classifier.load_state_dict(load_source_classifier(self.config.source_run))
         self.teacher.load_state_dict(self.classifier.state_dict())
+        if self.config.teacher_target_stats:
+            self.target_teacher.load_state_dict(self.classifier.state_dict())
+            for norm in batch_norms(self.target_teacher):
+                norm.reset_running_stats()
 
     def load_parts(self, run: str, setting: str, names: tuple[str, ...]) -> None:
         """Load the ``names`` modules (e.g. translator, teacher) from another run's weights."""
@@ -164,24 +183,42 @@ class CyCADA(Method):
                             ("translator", "teacher", "classifier"))
         self.source_encoder.load_state_dict(self.classifier.state_dict())
 
-    def semantic_loss(self, originals: Tensor, translated: Tensor) -> Tensor:
+    def semantic_loss(self, originals: Tensor, translated: Tensor,
+                      original_reader: nn.Module | None = None,
+                      translated_reader: nn.Module | None = None) -> Tensor:
         """Cross-entropy of the frozen teacher on translated images against the teacher's
-        class for the originals; the gradient reaches the generator, never the teacher."""
+        class for the originals; the gradient reaches the generator, never the teacher.
+        The readers are the teacher unless given (its copy with target statistics)."""
         with torch.no_grad():
-            classes = self.teacher(originals).argmax(1)
-        return F.cross_entropy(self.teacher(translated).float(), classes)
+            classes = (original_reader or self.teacher)(originals).argmax(1)
+        return F.cross_entropy((translated_reader or self.teacher)(translated).float(), classes)
+
+    @torch.no_grad()
+    def gather_target_statistics(self, target: Tensor) -> None:
+        """Add a target batch to the target teacher's batch-norm statistics (AdaBN: only the
+        batch norms run in training mode; dropout stays off)."""
+        norms = batch_norms(self.target_teacher)
+        for norm in norms:
+            norm.train()
+        self.target_teacher(target)
+        for norm in norms:
+            norm.eval()
 
     def translate_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         assert batch.source is not None and batch.target is not None
         source = batch.source.images[: self.config.translate_batch]
         target = batch.target.images[: self.config.translate_batch]
         translator = self.translator
+        target_reader = None
+        if self.config.teacher_target_stats:
+            self.gather_target_statistics(target)
+            target_reader = self.target_teacher
         with ctx.autocast():
             images = translator.translate(source, target)
             losses = translator.generator_losses(source, target, images)
             semantic = self.config.semantic_weight * (
-                self.semantic_loss(source, images["fake_target"])
-                + self.semantic_loss(target, images["fake_source"]))
+                self.semantic_loss(source, images["fake_target"], None, target_reader)
+                + self.semantic_loss(target, images["fake_source"], target_reader, None))
         ctx.update("generators", losses["total"] + semantic)  # critics' gradients discarded
         with ctx.autocast():
             critic_loss = translator.critic_loss(source, target, images["fake_source"].detach(),
