@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from .api import RunResult, evaluate_run, fit  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
 from .diagnosis import diagnose  # noqa: E402
-from .translation import export_translated, translation_grids  # noqa: E402
+from .translation import export_translated, judge_translation, translation_grids  # noqa: E402
 
 __all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run",
-           "export_translated", "fit", "load_config", "translation_grids"]
+           "export_translated", "fit", "judge_translation", "load_config", "translation_grids"]
