@@ -148,8 +148,7 @@ def test_teacher_target_stats_reads_target_style_with_target_batchnorm(tiny_over
     for norm in cycada_module.batch_norms(reference):
         norm.reset_running_stats()
         norm.momentum = None
-    for norm in cycada_module.batch_norms(reference):
-        norm.train()  # dropout off, as in AdaBN
+        norm.train()  # only the batch norms: dropout stays off, as in AdaBN
     with torch.no_grad():
         for batch in batches:
             reference(batch.target.images[:cut])
