@@ -223,6 +223,13 @@ VARIANTS: dict[str, Variant] = {
         "cycada_pixel+bn+aug with a larger translator: generators of width 16 with 6 residual "
         "blocks (8 and 3 elsewhere), about 2.6x the translate stage's compute",
         published_as_method=True),
+    "cycada_pixel+bn+aug+cyclegan": Variant(
+        "cycada_pixel", (*PIXEL_BN_AUG, "method.translator.width=64",
+                         "method.translator.blocks=9", "method.translator.critic_width=64",
+                         "method.translator.critic_layers=3"),
+        "cycada_pixel+bn+aug with CycleGAN's own network sizes (generators of width 64 with 9 "
+        "residual blocks, a 3-layer PatchGAN of width 64), as the authors' digits release: "
+        "about 22x the default translator's step time, a GPU run", published_as_method=True),
     "cycada_pixel+bn+aug+tbn": Variant(
         "cycada_pixel", (*PIXEL_BN_AUG, "method.teacher_target_stats=true"),
         "cycada_pixel+bn+aug whose semantic teacher reads target-style images with batch-norm "
