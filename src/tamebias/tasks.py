@@ -162,6 +162,9 @@ BN_AUG = ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak
 PIXEL_BN_AUG = (*BN_AUG, "method.source_run={runs}/{suite}/{task}/source_only+bn+aug/seed{seed}",
                 "train.selection=im")
 
+# the task stage trained again on the translator and teacher of that setting's run
+PIXEL_TRANSLATOR = "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}"
+
 VARIANTS: dict[str, Variant] = {
     "adabn": Variant("source_only", ("model.norm=bn", "train.adabn=true"),
                      "source only with batch norm, then AdaBN on target statistics"),
@@ -238,7 +241,7 @@ VARIANTS: dict[str, Variant] = {
         "translator's class flips go unpunished", published_as_method=True),
     "cycada_pixel+bn+aug+adabn": Variant(
         "cycada_pixel", (*BN_AUG,
-                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         PIXEL_TRANSLATOR,
                          "train.adabn=true", "train.selection=im"),
         "pixel-only CyCADA + AdaBN: the task stage of cycada_pixel+bn+aug trained again on that "
         "run's translator and teacher (same task and seed), then batch-norm statistics "
@@ -246,7 +249,7 @@ VARIANTS: dict[str, Variant] = {
         published_as_method=True),
     "cycada_pixel+bn+aug+cosine": Variant(
         "cycada_pixel", (*BN_AUG,
-                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         PIXEL_TRANSLATOR,
                          "method.task_optim.schedule=cosine", "train.selection=im"),
         "pixel-only CyCADA with the task classifier's learning rate annealed (cosine to 0): "
         "the task stage of cycada_pixel+bn+aug trained again on that run's translator and "
@@ -255,7 +258,7 @@ VARIANTS: dict[str, Variant] = {
     "cycada_pixel+bn+strong": Variant(
         "cycada_pixel", ("model.norm=bn", "data.augment.source=strong",
                          "data.augment.target=weak",
-                         "method.translator_run={runs}/{suite}/{task}/cycada_pixel+bn+aug/seed{seed}",
+                         PIXEL_TRANSLATOR,
                          "train.selection=im"),
         "pixel-only CyCADA whose task stage sees strong views of the source (bigger rotations, "
         "shears, scales, photometric changes) before translation: the translator restyles a "

@@ -88,8 +88,7 @@ def export_translated(run_dir: str | Path, path: str | Path, root: str | None = 
     if path.suffix != ".npz":
         raise ValueError(f"the export is a .npz file (x uint8, y int64); got {path}")
     run = load_run(run_dir, which, root)
-    translator = _translator(run)
-    translator.eval()
+    translator = _translator(run)  # in eval mode, as load_run leaves the whole method
     dataset = run.load_split(run.config.data.source, "train")
     pieces = []
     for start in range(0, len(dataset), batch_size):
@@ -128,7 +127,6 @@ def judge_translation(run_dir: str | Path, judge_dir: str | Path, root: str | No
             f"{run.protocol['input']} images of classes {run.protocol['classes']}")
     dataset = run.load_split(run.config.data.source, split)
     labels = dataset.labels.to(run.device)
-    translator.eval()
 
     def read_translated(images: Tensor) -> Tensor:
         return judge.method.predict(translator.source_to_target(images).clamp(0, 1))
