@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +48,3 @@ def tiny_overrides(domains, tmp_path) -> list[str]:
         "train.progress=false", "train.threads=1", f"output_dir={tmp_path / 'runs'}",
     ]
 
-
-def shared_data_root() -> Path | None:
-    """The real datasets (``TAMEBIAS_DATA``), when this machine has them."""
-    root = os.environ.get("TAMEBIAS_DATA")
-    if root and (Path(root) / "mnist" / "train.npz").exists():
-        return Path(root)
-    return None

@@ -44,11 +44,9 @@ def translation_grids(run_dir: str | Path, output: str | Path | None = None, cou
     """Write a PNG with six rows of ``count`` test images: source, source->target, cycle
     reconstruction; target, target->source, reconstruction. Returns its path
     (default ``RUN/translation.png``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
+
+    from .report.figures import subplots
 
     run = load_run(run_dir, which, root)
     translator = _translator(run)
@@ -61,7 +59,7 @@ def translation_grids(run_dir: str | Path, output: str | Path | None = None, cou
         ("target", target), ("target -> source", images["fake_source"]),
         ("target -> source -> target", images["cycle_target"]),
     ]
-    figure, axes = plt.subplots(len(rows), 1, figsize=(count * 0.7 + 1, len(rows) * 1.0))
+    figure, axes = subplots(len(rows), 1, figsize=(count * 0.7 + 1, len(rows) * 1.0))
     for axis, (title, batch) in zip(axes, rows, strict=True):
         grid = make_grid(batch.float().clamp(0, 1).cpu(), nrow=count, padding=1, pad_value=1)
         axis.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1)
@@ -73,7 +71,6 @@ def translation_grids(run_dir: str | Path, output: str | Path | None = None, cou
     path = Path(output) if output is not None else Path(run_dir) / "translation.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 

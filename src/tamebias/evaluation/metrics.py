@@ -10,6 +10,10 @@ import torch
 from torch import Tensor
 
 from ..data.imageset import ImageSet
+from .confusion import confusion_matrix
+from .openset import evaluate_logits
+
+__all__ = ["Evaluation", "confusion_matrix", "evaluate", "predict", "summarize"]
 
 
 @dataclass
@@ -23,11 +27,6 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    flat = labels.to(torch.int64) * num_classes + predictions.to(torch.int64)
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, -1)
 
 
 def summarize(confusion: Tensor) -> Evaluation:
@@ -71,7 +70,5 @@ def evaluate(
     labels = dataset.labels.to(predictions.device)
     result = summarize(confusion_matrix(predictions, labels, dataset.num_classes))
     if rejection is not None:
-        from .openset import evaluate_logits
-
         result.open_set = evaluate_logits(logits, labels, rejection).to_dict()
     return result

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .confusion import confusion_matrix
+
 RULES = ("entropy", "confidence")
 # the metrics a category-shift evaluation records (fractions); AUROC is None for old records
 METRICS = ("h_score", "per_class_mean", "known_accuracy", "unknown_recall", "auroc")
@@ -128,8 +130,6 @@ def open_set_metrics(confusion: Tensor, rule: RejectionRule | None = None) -> Op
 
 def evaluate_logits(logits: Tensor, labels: Tensor, rule: RejectionRule) -> OpenSetEvaluation:
     """Open-set metrics of K-way ``logits`` against labels in 0..K (K = unknown)."""
-    from .metrics import confusion_matrix
-
     classes = logits.shape[1] + 1
     if len(labels) and int(labels.max()) >= classes:
         raise ValueError(f"labels reach {int(labels.max())} but the model predicts "

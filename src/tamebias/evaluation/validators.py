@@ -112,8 +112,3 @@ VALIDATORS: dict[str, Validator] = {
     "snd": soft_neighborhood_density,
     "dev": deep_embedded_validation,
 }
-
-
-def score_all(inputs: ValidatorInputs) -> dict[str, float]:
-    """Every registered validator's value (higher is better for each)."""
-    return {name: validator(inputs) for name, validator in VALIDATORS.items()}

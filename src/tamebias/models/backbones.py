@@ -76,11 +76,6 @@ class ResNet(nn.Module):
     """A torchvision ResNet without its classification layer. Inputs smaller than 64 pixels get
     the CIFAR stem (3x3 stride-1 first convolution, no max pooling) unless weights are loaded."""
 
-    WEIGHT_FILES = {
-        "resnet18": "resnet18-f37072fd.pth",
-        "resnet50": "resnet50-11ad3fa6.pth",
-    }
-
     def __init__(self, arch: str, in_channels: int, size: int, pretrained: str | None,
                  load_weights: bool = True) -> None:
         super().__init__()

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ..training.log import read_json_lines
 
-from ..training.log import read_json_lines  # noqa: E402
+
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, drawn off-screen without pyplot (no global backend is set)."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **kwargs)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> None:
     matrix = np.asarray(confusion, dtype=float)
     normalized = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
+    figure, axes = subplots(figsize=(size, size))
     axes.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 12 else 0)
     axes.set_yticks(range(len(classes)), classes)
@@ -32,13 +36,12 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
                           fontsize=7, color="white" if normalized[row, column] > 0.5 else "black")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_curves(records: list[dict], path: Path) -> None:
     steps = [r for r in records if "event" not in r]
     evals = [r for r in records if r.get("event") == "eval"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    figure, (left, right) = subplots(1, 2, figsize=(10, 3.6))
     keys = sorted({k for r in steps for k in r} - {"stage", "step", "global_step"})
     for key in keys:
         points = [(r["global_step"], r[key]) for r in steps if key in r]
@@ -59,7 +62,6 @@ def plot_curves(records: list[dict], path: Path) -> None:
     right.set_title("evaluations")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def write_run_report(run_dir: str | Path) -> Path:

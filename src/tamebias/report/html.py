@@ -13,15 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .. import __version__  # noqa: E402
-from ..training.log import read_json_lines  # noqa: E402
-from .figures import plot_confusion, plot_curves  # noqa: E402
-from .shift_figures import plot_per_class  # noqa: E402
+from .. import __version__
+from ..training.log import read_json_lines
+from .figures import plot_confusion, plot_curves, subplots
+from .shift_figures import plot_per_class
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -67,7 +62,7 @@ def _validator_curves(history: list[dict[str, Any]]) -> Callable[[io.BytesIO], N
         return None
 
     def draw(buffer: io.BytesIO) -> None:
-        figure, axes = plt.subplots(figsize=(8, 3.4))
+        figure, axes = subplots(figsize=(8, 3.4))
         steps = [r["global_step"] for r in records]
         for name in records[0]["validators"]:
             values = [r["validators"].get(name) for r in records]
@@ -84,7 +79,6 @@ def _validator_curves(history: list[dict[str, Any]]) -> Callable[[io.BytesIO], N
         axes.legend(fontsize=7, ncol=3)
         figure.tight_layout()
         figure.savefig(buffer, format="png", dpi=100)
-        plt.close(figure)
 
     return draw
 
@@ -200,8 +194,8 @@ def sweep_section(folder: Path) -> str:
     def scatter(buffer: io.BytesIO) -> None:
         columns = min(3, len(validators))
         lines = -(-len(validators) // columns)
-        figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines),
-                                    squeeze=False)
+        figure, axes = subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines),
+                                squeeze=False)
         for axis in axes.flat[len(validators):]:
             axis.axis("off")
         for axis, row in zip(axes.flat, rows, strict=False):
@@ -223,7 +217,6 @@ def sweep_section(folder: Path) -> str:
             axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(buffer, format="png", dpi=90)
-        plt.close(figure)
 
     run_rows = [[Path(r["run_dir"]).name, json.dumps(r["params"]), r["seed"],
                  _percent(r["final_target_accuracy"])] for r in runs]

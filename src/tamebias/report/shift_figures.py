@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-import matplotlib
+import numpy as np
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+from .figures import subplots
 
 
 def _grid(images: Tensor, columns: int) -> np.ndarray:
@@ -22,8 +20,8 @@ def _grid(images: Tensor, columns: int) -> np.ndarray:
 
 def plot_samples(domains: dict[str, Tensor], path: Path | IO[bytes], columns: int = 8) -> None:
     """One grid of uint8 images per domain, side by side."""
-    figure, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 4.4),
-                                squeeze=False)
+    figure, axes = subplots(1, len(domains), figsize=(4.2 * len(domains), 4.4),
+                            squeeze=False)
     for axis, (name, images) in zip(axes[0], domains.items(), strict=True):
         grid = _grid(images, columns)
         axis.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid,
@@ -32,13 +30,12 @@ def plot_samples(domains: dict[str, Tensor], path: Path | IO[bytes], columns: in
         axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_proportions(series: dict[str, list[float]], classes: list[str],
                      path: Path | IO[bytes], title: str = "class proportions") -> None:
     """Grouped bars, one group per class, one bar per named series."""
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.6 * len(classes) + 2), 3.4))
+    figure, axes = subplots(figsize=(max(5.0, 0.6 * len(classes) + 2), 3.4))
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(classes))
     for index, (name, values) in enumerate(series.items()):
@@ -49,12 +46,11 @@ def plot_proportions(series: dict[str, list[float]], classes: list[str],
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_per_class(per_class: list[float], classes: list[str], path: Path | IO[bytes],
                    title: str = "target accuracy per class") -> None:
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.5 * len(classes) + 2), 3.2))
+    figure, axes = subplots(figsize=(max(5.0, 0.5 * len(classes) + 2), 3.2))
     axes.bar(range(len(classes)), [100 * v for v in per_class], color="tab:blue")
     axes.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 12 else 0)
     axes.set_ylim(0, 100)
@@ -62,4 +58,3 @@ def plot_per_class(per_class: list[float], classes: list[str], path: Path | IO[b
     axes.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

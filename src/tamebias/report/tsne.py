@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ..api import TrainedRun  # noqa: E402
-from ..evaluation.metrics import predict  # noqa: E402
+from ..api import TrainedRun
+from ..evaluation.metrics import predict
+from .figures import subplots
 
 
 def sample_indices(count: int, total: int, seed: int) -> torch.Tensor:
@@ -46,8 +44,8 @@ def embed(parts: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
 def draw(panels: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path,
          classes: list[str]) -> None:
     """One column per model; top row colored by domain, bottom row by class."""
-    figure, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 10), squeeze=False)
-    colors = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    figure, axes = subplots(2, len(panels), figsize=(5.2 * len(panels), 10), squeeze=False)
+    colors = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     for column, (title, points, parts) in enumerate(panels):
         count = len(parts["source_labels"])
         source, target = points[:count], points[count:]
@@ -70,7 +68,6 @@ def draw(panels: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path
             axis.set_yticks([])
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def tsne_report(after: TrainedRun, before: TrainedRun | None, output: Path, count: int = 500,
