@@ -20,6 +20,7 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
     open_set: dict | None = None  # evaluation/openset.py, when a rejection rule was given
+    classes: list[str] | None = None  # the class names, "unknown" last under a category shift
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,4 +75,5 @@ def evaluate(
         from .openset import evaluate_logits
 
         result.open_set = evaluate_logits(logits, labels, rejection).to_dict()
+    result.classes = list(dataset.classes)
     return result
