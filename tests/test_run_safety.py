@@ -137,6 +137,10 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_generation(tiny_overrid
     assert "using the older checkpoint" in capfd.readouterr().err
     assert resumed.target == full.target and resumed.history == full.history
     assert not list(run.glob("*.tmp"))
+    from tamebias.api import load_run
+
+    older = load_run(run, "previous").method.state_dict()  # readable on its own
+    assert checkpoint.finite(older)
 
     for path in (run / "checkpoint.pt", checkpoint.previous(run / "checkpoint.pt")):
         path.write_bytes(b"\0" * 100)

@@ -366,10 +366,13 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
         path = run_dir / "best.pt"
     elif which in ("selected", "last"):
         path = run_dir / "checkpoint.pt"
+    elif which == "previous":  # the generation before checkpoint.pt (rundir safety)
+        path = checkpoint.previous(run_dir / "checkpoint.pt")
     elif which == "adabn":
         path = run_dir / ADABN_FILE
     else:
-        raise ValueError(f"which must be selected, last, adabn or stage:NAME, got {which!r}")
+        raise ValueError(f"which must be selected, last, previous, adabn or stage:NAME, "
+                         f"got {which!r}")
     if not checkpoint.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     method.load_state_dict(checkpoint.load_latest(path, target_device)["method"])

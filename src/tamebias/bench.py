@@ -369,7 +369,7 @@ def config_changes(earlier: dict[str, Any], now: dict[str, Any], prefix: str = "
 
 
 def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
-                     results_dir: Path, suite: str) -> None:
+                     results_dir: Path | None = None, suite: str | None = None) -> None:
     """Never lose a run: when ``run_dir`` holds a run of another config, refuse (naming the
     flag), or with ``replace_runs`` rename it to ``<seed>.<config hash>`` and point the rows
     of the results JSON that cite it at the new name."""
@@ -396,8 +396,8 @@ def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
         os.replace(run_dir, kept)
     (kept / LOCK_FILE).unlink(missing_ok=True)
     fsync_folder(run_dir.parent)
-    json_path = results_dir / f"{suite}.json"
-    if json_path.exists():
+    json_path = Path(results_dir or run_dir) / f"{suite}.json"
+    if results_dir is not None and json_path.exists():
         with locked(results_dir / f".{suite}.lock"):
             rows = read_rows(json_path)
             for row in rows:

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..rundir import write_text_atomic  # noqa: E402
 from ..training.log import read_json_lines  # noqa: E402
 
 
@@ -98,5 +99,5 @@ def write_run_report(run_dir: str | Path) -> Path:
         "Files: `config.json` (the full config; `tamebias fit --resume` this folder to continue), "
         "`metrics.jsonl`, `checkpoint.pt` (last), `best.pt` (selected), `result.json`.",
     ]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
     return run_dir / "summary.md"
