@@ -137,6 +137,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_generation(tiny_overrid
     assert "using the older checkpoint" in capfd.readouterr().err
     assert resumed.target == full.target and resumed.history == full.history
     assert not list(run.glob("*.tmp"))
+    assert (run / "checkpoint.pt.damaged").exists()  # set aside, not rotated over the good one
     from tamebias.api import load_run
 
     older = load_run(run, "previous").method.state_dict()  # readable on its own

@@ -62,15 +62,18 @@ def finite(state: dict[str, torch.Tensor]) -> bool:
                if torch.is_tensor(value) and value.is_floating_point())
 
 
-def load_latest(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+def load_latest(path: str | Path, device: str | torch.device = "cpu", repair: bool = False
+                ) -> dict[str, Any]:
     """The newest usable generation of ``path``: a missing, torn or corrupt newest file (or
-    one with non-finite weights) falls back to the previous generation with a warning."""
+    one with non-finite weights) falls back to the previous generation with a warning. With
+    ``repair`` (the trainer, holding the run's lock) an unusable newer file is renamed
+    ``*.damaged`` so the next checkpoint does not rotate it over the good older one."""
     path = Path(path)
     pending = path.with_name(path.name + ".next")  # killed between the two renames
     candidates = [p for p in (pending, path, previous(path)) if p.exists()]
     if not candidates:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    problems = []
+    problems, damaged = [], []
     for candidate in candidates:
         try:
             state = load(candidate, device)
@@ -78,10 +81,16 @@ def load_latest(path: str | Path, device: str | torch.device = "cpu") -> dict[st
                 raise CheckpointError(f"checkpoint {candidate} holds non-finite weights")
         except CheckpointError as error:
             problems.append(str(error))
+            damaged.append(candidate)
             continue
         if problems or candidate == previous(path):
+            moved = ""
+            if repair:
+                for bad in damaged:
+                    os.replace(bad, bad.with_name(bad.name + ".damaged"))
+                moved = " (the damaged file is kept as *.damaged)" if damaged else ""
             warn(f"{'; '.join(problems) or f'{path} is missing'}; using the older "
-                 f"checkpoint {candidate}")
+                 f"checkpoint {candidate}{moved}")
         return state
     raise CheckpointError(
         f"{'; '.join(problems)}. No usable checkpoint is left in {path.parent}: delete "

@@ -172,7 +172,7 @@ class Trainer:
         report, best_score = LoopReport(), None
         start_stage, start_step, saved_optimizers = 0, 0, {}
         if checkpoint.exists(self.checkpoint_path):  # the newest usable generation
-            state = checkpoint.load_latest(self.checkpoint_path, self.device)
+            state = checkpoint.load_latest(self.checkpoint_path, self.device, repair=True)
             self.method.load_state_dict(state["method"])
             torch.set_rng_state(state["rng"].cpu())
             if state.get("cuda_rng") is not None and self.device.type == "cuda":
