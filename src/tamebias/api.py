@@ -18,7 +18,7 @@ from .config import ConfigError, RunConfig, load_config
 from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .evaluation.metrics import Evaluation, evaluate
-from .lineage import lineage_of, write_lineage
+from .lineage import lineage_for, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
 from .rundir import confined, hold_run, read_json, remove_leftovers, write_json_atomic
@@ -188,7 +188,7 @@ def fit(
     run_dir = Path(run_dir) if run_dir is not None else make_run_dir(config)
     method_class = METHODS[config.method.name]
     selection = method_class.selection or config.train.selection
-    lineage = lineage_of(config.to_dict())  # the runs it starts from, read before any data
+    lineage = lineage_for(config.to_dict(), run_dir)  # its parent runs, before any data
     data, method, device = build_run(config, data)
     with hold_run(run_dir):  # one training process per run folder
         return _train(config, run_dir, data, method, device, selection, lineage, wall_start)

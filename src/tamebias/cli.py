@@ -292,7 +292,8 @@ def bench(
                                f"{', '.join(SUITES)}"))
 
     def show(row: dict) -> None:
-        console.print(f"{row['task']:<20} {row['method']:<14} {row['accuracy_mean']:6.2f} ± "
+        method = row["method"] + (" (analysis)" if row["analysis_only"] else "")
+        console.print(f"{row['task']:<20} {method:<14} {row['accuracy_mean']:6.2f} ± "
                       f"{row['accuracy_std']:.2f}  ({row['train_images_per_second']:.0f} img/s, "
                       f"{row['wall_seconds']:.0f} s)"
                       + (f"  H {row['h_score_mean']:.2f}" if row.get("h_score_mean") is not None

@@ -130,3 +130,19 @@ def lineage_of(config: dict[str, Any], seen: frozenset[Path] = frozenset()) -> d
 
 def write_lineage(run_dir: str | Path, lineage: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / LINEAGE_FILE, lineage)
+
+
+def lineage_for(config: dict[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
+    """The lineage a run records: the one written when it started (a resumed run was built
+    from the parents it started with, even if their folders changed since), else computed
+    from ``config`` now."""
+    if run_dir is not None:
+        from .training import checkpoint
+
+        saved = Path(run_dir) / LINEAGE_FILE
+        if saved.exists() and checkpoint.exists(Path(run_dir) / "checkpoint.pt"):
+            recorded = _read(saved)
+            if isinstance(recorded, dict) and "parents" in recorded:
+                return recorded
+    return lineage_of(config)
+
