@@ -78,6 +78,16 @@ def test_a_run_built_from_a_headline_run_stays_a_headline(parents, tmp_path):
                       "selection": "source_val", "known": True, "parents": []}
     assert not row_from_runs("tiny", [result], "adda")["analysis_only"]
 
+    # a resumed run keeps the lineage it started with, whatever became of the parent folder
+    (tmp_path / "child" / "result.json").unlink()
+    moved = runs["headline"].with_name("moved-away")
+    runs["headline"].rename(moved)
+    try:
+        again = tamebias.fit(None, None, run_dir=tmp_path / "child")
+    finally:
+        moved.rename(runs["headline"])
+    assert again.lineage == result.lineage and not again.analysis_only
+
 
 def test_a_missing_parent_fails_before_any_data_is_read(parents, tmp_path):
     runs, common = parents
