@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tiny_overrides, tmp_path,
     overrides = [*tiny_overrides, "method.steps=4"]
     tamebias.fit(None, overrides, run_dir=tmp_path / "full")
     run = tmp_path / "run"
-    tamebias.fit(None, [*overrides, "method.steps=4"], run_dir=run)
+    shutil.copytree(tmp_path / "full", run)  # a second copy of the same finished run
     (run / "result.json").unlink()
     with (run / "metrics.jsonl").open("a") as stream:
         stream.write('{"stage": "source", "step": 5, "glo')  # killed mid-write
@@ -127,7 +128,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_generation(tiny_overrid
     overrides = [*tiny_overrides, "method.steps=6"]
     full = tamebias.fit(None, overrides, run_dir=tmp_path / "full")
     run = tmp_path / "run"
-    tamebias.fit(None, [*tiny_overrides, "method.steps=6"], run_dir=run)
+    shutil.copytree(tmp_path / "full", run)
     assert checkpoint.load(checkpoint.previous(run / "checkpoint.pt"))["stage_step"] == 4
     newest = (run / "checkpoint.pt").read_bytes()
     (run / "checkpoint.pt").write_bytes(newest[: len(newest) // 2])  # torn by a crash
