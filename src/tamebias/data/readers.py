@@ -184,8 +184,8 @@ def check_npz_archive(path: str | Path) -> None:
     """An ``.npz`` is a zip archive; anything else (random bytes, a pickle) is refused by name
     before numpy guesses at it."""
     if Path(path).is_file() and not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not a valid .npz file (not a zip archive of arrays; write it "
-                        "with numpy.savez)")
+        raise DataError(f"{path}: not a readable .npz file: not a valid .npz (zip) archive of "
+                        "arrays; write it with numpy.savez")
 
 
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
