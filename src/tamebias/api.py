@@ -351,7 +351,8 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     if root is not None:
         config.data.root = root
     target_device = resolve_device(device or config.train.device)
-    protocol = json.loads((run_dir / "protocol.json").read_text())
+    protocol = read_json(run_dir / "protocol.json", "resume the run (tamebias fit --resume) "
+                         "to write it again")
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
