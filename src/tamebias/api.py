@@ -18,8 +18,10 @@ from .config import ConfigError, RunConfig, load_config
 from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .evaluation.metrics import Evaluation, evaluate
+from .lineage import lineage_for, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
+from .rundir import confined, hold_run, read_json, remove_leftovers, write_json_atomic
 from .training import checkpoint
 from .training.trainer import Trainer
 
@@ -48,6 +50,7 @@ class RunResult:
     tamebias_version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
+    lineage: dict[str, Any] = field(default_factory=dict)  # lineage.py: the runs it reuses
 
     @property
     def accuracy(self) -> float:
@@ -106,7 +109,9 @@ def run_identity(config: dict[str, Any]) -> str:
 
 def make_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.name or (
+    if config.name:  # a name stays inside output_dir (no ../..)
+        return confined(config.output_dir, config.name)
+    name = (
         f"{config.method.name}-{config.data.source}-{config.data.target}"
         f"-seed{config.train.seed}-{stamp}"
     ).replace(":", "_").replace("/", "_")
@@ -178,19 +183,38 @@ def fit(
         config = load_config(saved, overrides)  # resume with the run's own config
     elif not isinstance(config, RunConfig):
         config = load_config(config, overrides)
-    if saved is not None and saved.exists() and (Path(run_dir) / "checkpoint.pt").exists():
-        if run_identity(json.loads(saved.read_text())) != run_identity(config.to_dict()):
+    if run_dir is not None:
+        check_same_run(run_dir, config)
+    run_dir = Path(run_dir) if run_dir is not None else make_run_dir(config)
+    method_class = METHODS[config.method.name]
+    selection = method_class.selection or config.train.selection
+    lineage = lineage_for(config.to_dict(), run_dir)  # its parent runs, before any data
+    data, method, device = build_run(config, data)
+    with hold_run(run_dir):  # one training process per run folder
+        return _train(config, run_dir, data, method, device, selection, lineage, wall_start)
+
+
+def check_same_run(run_dir: str | Path, config: RunConfig) -> None:
+    """Refuse to train ``config`` into a folder holding a run of another config."""
+    saved = Path(run_dir) / "config.json"
+    if saved.exists() and checkpoint.exists(Path(run_dir) / "checkpoint.pt"):
+        earlier = read_json(saved, "delete the run folder to start it again")
+        if run_identity(earlier) != run_identity(config.to_dict()):
             raise ValueError(
                 f"{run_dir} holds a run with a different config; resume it without a config "
                 "(tamebias fit --resume DIR) or choose a new run directory"
             )
-    run_dir = Path(run_dir) if run_dir is not None else make_run_dir(config)
-    method_class = METHODS[config.method.name]
-    selection = method_class.selection or config.train.selection
-    data, method, device = build_run(config, data)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
+           device: torch.device, selection: str, lineage: dict[str, Any],
+           wall_start: float) -> RunResult:
+    """The body of :func:`fit`, run while holding the run folder's lock."""
+    check_same_run(run_dir, config)  # again: no other process can write here now
+    remove_leftovers(run_dir)  # temporary files of a killed writer
     config.save(run_dir / "config.json")
-    (run_dir / "protocol.json").write_text(json.dumps(data.protocol, indent=2) + "\n")
+    write_json_atomic(run_dir / "protocol.json", data.protocol)
+    write_lineage(run_dir, lineage)
 
     streams = build_streams(config, data, method, device)
     trainer = Trainer(
@@ -214,7 +238,7 @@ def fit(
         method=config.method.name,
         task=task_name(config),
         selection=selection,
-        analysis_only=method_class.analysis_only or selection == "target_oracle",
+        analysis_only=lineage["analysis_only"],  # its own rule, or a parent's
         target=target.to_dict(),
         source_val=source.to_dict() if source else None,
         selected=report.selected,
@@ -230,8 +254,9 @@ def fit(
         machine=machine_info(device),
         config=config.to_dict(),
         stage_seconds=report.stage_seconds,
+        lineage=lineage,
     )
-    (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    write_json_atomic(run_dir / "result.json", result.to_dict())
     return result
 
 
@@ -278,7 +303,7 @@ def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
                "target_images": len(images), "before": before.to_dict(),
                "after": after.to_dict(),
                "validators": {"before": scores_before, "after": scores_after}}
-    (run_dir / "adabn.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(run_dir / "adabn.json", summary)
     return summary
 
 
@@ -326,7 +351,8 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     if root is not None:
         config.data.root = root
     target_device = resolve_device(device or config.train.device)
-    protocol = json.loads((run_dir / "protocol.json").read_text())
+    protocol = read_json(run_dir / "protocol.json", "resume the run (tamebias fit --resume) "
+                         "to write it again")
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
@@ -341,13 +367,16 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
         path = run_dir / "best.pt"
     elif which in ("selected", "last"):
         path = run_dir / "checkpoint.pt"
+    elif which == "previous":  # the generation before checkpoint.pt (rundir safety)
+        path = checkpoint.previous(run_dir / "checkpoint.pt")
     elif which == "adabn":
         path = run_dir / ADABN_FILE
     else:
-        raise ValueError(f"which must be selected, last, adabn or stage:NAME, got {which!r}")
-    if not path.exists():
+        raise ValueError(f"which must be selected, last, previous, adabn or stage:NAME, "
+                         f"got {which!r}")
+    if not checkpoint.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
-    method.load_state_dict(checkpoint.load(path, target_device)["method"])
+    method.load_state_dict(checkpoint.load_latest(path, target_device)["method"])
     method.eval()
     return TrainedRun(config, method, protocol, target_device)
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import os
 import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,15 @@ from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
 from .registry import lookup
+from .rundir import (
+    LOCK_FILE,
+    fsync_folder,
+    hold_run,
+    read_json,
+    warn,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .tasks import TASKS, VARIANTS, resolve_variant
 
 
@@ -73,7 +83,10 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
         "steps": first.steps,
         "seeds": [r.config["train"]["seed"] for r in results],
         "selection": first.selection,
-        "analysis_only": first.analysis_only,
+        # target labels reached a run (its method, its selection, or a run it was built from)
+        "analysis_only": any(r.analysis_only for r in results),
+        "built_from": sorted({parent["run"] for r in results
+                              for parent in (r.lineage or {}).get("parents", [])}),
         "accuracy_mean": statistics.fmean(accuracies),
         "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "per_seed": accuracies,
@@ -212,8 +225,17 @@ def row_key(row: dict[str, Any]) -> tuple:
             json.dumps(row["protocol"], sort_keys=True))
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results JSON, or an error naming the file when it is torn."""
+    values = read_json(path, "restore it from version control, or delete it and run the "
+                       "bench again (rows are rebuilt from the run folders)")
+    if not isinstance(values, dict) or not isinstance(values.get("rows"), list):
+        raise ValueError(f"{path} holds no 'rows' list; restore it or delete it")
+    return values["rows"]
+
+
 def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    existing = json.loads(path.read_text())["rows"] if path.exists() else []
+    existing = read_rows(path) if path.exists() else []
     merged = {row_key(row): row for row in existing}
     for row in rows:
         merged[row_key(row)] = row
@@ -283,9 +305,9 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
 def rewrite_table(suite: str, results_dir: str | Path = "benchmarks/results") -> Path:
     """Regenerate ``<suite>.md`` from the rows in ``<suite>.json``."""
     results_dir = Path(results_dir)
-    rows = json.loads((results_dir / f"{suite}.json").read_text())["rows"]
+    rows = read_rows(results_dir / f"{suite}.json")
     path = results_dir / f"{suite}.md"
-    path.write_text(markdown_table(suite, rows))
+    write_text_atomic(path, markdown_table(suite, rows))
     return path
 
 
@@ -293,9 +315,11 @@ def run_bench(
     suite: str, tasks: list[str], methods: list[str], seeds: list[int],
     overrides: list[str] | None = None, results_dir: str | Path = "benchmarks/results",
     runs_dir: str | Path = "runs/bench",
-    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None, replace_runs: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every task x method x seed, write rows as each task x method finishes."""
+    """Run every task x method x seed, write rows as each task x method finishes. A run folder
+    holding a run of another config is never deleted: the bench stops, or with
+    ``replace_runs`` moves it aside (:func:`keep_earlier_run`)."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path = results_dir / f"{suite}.json"
@@ -319,18 +343,66 @@ def run_bench(
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task
                 run_dir = Path(runs_dir) / suite / task_name / label / f"seed{seed}"
-                saved = run_dir / "config.json"
-                if saved.exists() and run_identity(json.loads(saved.read_text())) != \
-                        run_identity(config.to_dict()):
-                    shutil.rmtree(run_dir)  # a stale run of another config: start afresh
+                keep_earlier_run(run_dir, config.to_dict(), replace_runs, results_dir, suite)
                 results.append(fit(config, run_dir=run_dir, data=data))
             row = row_from_runs(task_name, results, label, variant_overrides)
             rows.append(row)
             with locked(results_dir / f".{suite}.lock"):  # several bench processes may share
                 merged = merge_rows(json_path, [row])
-                json_path.write_text(
-                    json.dumps({"suite": suite, "rows": merged}, indent=2) + "\n")
-                (results_dir / f"{suite}.md").write_text(markdown_table(suite, merged))
+                write_json_atomic(json_path, {"suite": suite, "rows": merged})
+                write_text_atomic(results_dir / f"{suite}.md", markdown_table(suite, merged))
             if on_row:
                 on_row(row)
     return rows
+
+
+def config_changes(earlier: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted settings whose values differ between two configs (as dicts)."""
+    changes = []
+    for key in sorted(set(earlier) | set(now)):
+        old, new = earlier.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} {old!r} -> {new!r}")
+    return changes
+
+
+def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
+                     results_dir: Path | None = None, suite: str | None = None) -> None:
+    """Never lose a run: when ``run_dir`` holds a run of another config, refuse (naming the
+    flag), or with ``replace_runs`` rename it to ``<seed>.<config hash>`` and point the rows
+    of the results JSON that cite it at the new name."""
+    saved = run_dir / "config.json"
+    if not saved.exists():
+        return
+    earlier = read_json(saved, f"move {run_dir} away and run the bench again")
+    if run_identity(earlier) == run_identity(config):
+        return
+    changes = config_changes(json.loads(run_identity(earlier)), json.loads(run_identity(config)))
+    shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4
+                                      else "")
+    if not replace_runs:
+        raise ValueError(
+            f"{run_dir} holds a run of another config ({shown}); nothing was deleted. Pass "
+            "--replace-runs to keep it as a folder named by its config hash and train the new "
+            "config in its place, or choose another --runs-dir")
+    digest = hashlib.sha256(run_identity(earlier).encode()).hexdigest()[:10]
+    kept = run_dir.with_name(f"{run_dir.name}.{digest}")
+    if kept.exists():
+        raise ValueError(f"{run_dir} holds a run of another config but {kept} exists too; "
+                         "move one of them away")
+    with hold_run(run_dir):  # not while another process trains in it
+        os.replace(run_dir, kept)
+    (kept / LOCK_FILE).unlink(missing_ok=True)
+    fsync_folder(run_dir.parent)
+    json_path = Path(results_dir or run_dir) / f"{suite}.json"
+    if results_dir is not None and json_path.exists():
+        with locked(results_dir / f".{suite}.lock"):
+            rows = read_rows(json_path)
+            for row in rows:
+                row["runs"] = [str(kept) if Path(run) == run_dir else run
+                               for run in row.get("runs", [])]
+            write_json_atomic(json_path, {"suite": suite, "rows": rows})
+    warn(f"{run_dir} held a run of another config ({shown}); kept it as {kept}")
+

@@ -112,8 +112,9 @@ def evaluate(
     console.print(f"accuracy {100 * result.accuracy:.2f}%  mean per class "
                   f"{100 * result.mean_class_accuracy:.2f}%  ({result.count} images)")
     table = Table("class", "accuracy %")
-    for index, value in enumerate(result.per_class_accuracy):
-        table.add_row(str(index), f"{100 * value:.1f}")
+    for index, value in enumerate(result.per_class_accuracy):  # "unknown" under a shift
+        table.add_row(result.classes[index] if result.classes else str(index),
+                      f"{100 * value:.1f}")
     console.print(table)
     if result.open_set:  # a category-shift run: the rule and the open-set metrics
         open_set, rule = result.open_set, result.open_set["rejection"]
@@ -270,6 +271,9 @@ def bench(
     runs_dir: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/bench"),
     tables_only: Annotated[bool, typer.Option(
         help="Only rewrite <suite>.md from <suite>.json; train nothing.")] = False,
+    replace_runs: Annotated[bool, typer.Option(
+        help="When a run folder holds a run of another config, keep it under a config-hash "
+        "name and train the new config in its place (without it the bench stops).")] = False,
 ) -> None:
     """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
     from .bench import rewrite_table, run_bench
@@ -278,7 +282,7 @@ def bench(
     if tables_only:
         try:
             console.print(f"wrote {rewrite_table(suite, results_dir)}")
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             _fail(error)
         return
 
@@ -288,7 +292,8 @@ def bench(
                                f"{', '.join(SUITES)}"))
 
     def show(row: dict) -> None:
-        console.print(f"{row['task']:<20} {row['method']:<14} {row['accuracy_mean']:6.2f} ± "
+        method = row["method"] + (" (analysis)" if row["analysis_only"] else "")
+        console.print(f"{row['task']:<20} {method:<14} {row['accuracy_mean']:6.2f} ± "
                       f"{row['accuracy_std']:.2f}  ({row['train_images_per_second']:.0f} img/s, "
                       f"{row['wall_seconds']:.0f} s)"
                       + (f"  H {row['h_score_mean']:.2f}" if row.get("h_score_mean") is not None
@@ -298,7 +303,8 @@ def bench(
 
     try:
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
-                  _with_root(overrides, data_root), results_dir, runs_dir, on_row=show)
+                  _with_root(overrides, data_root), results_dir, runs_dir, on_row=show,
+                  replace_runs=replace_runs)
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
             FileNotFoundError) as error:
         _fail(error)

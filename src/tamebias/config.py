@@ -132,7 +132,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from .rundir import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
 
 
 SELECTION_RULES = ("last", "source_val", "target_oracle")
@@ -262,7 +264,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.suffix == ".json":
-        return json.loads(path.read_text())
+        from .rundir import read_json
+
+        return read_json(path, "fix or restore it (a run folder's config.json is written by "
+                         "tamebias fit; delete the folder to train the run again)")
     if path.suffix == ".toml":
         try:
             import tomllib
@@ -353,3 +358,16 @@ def validate(config: RunConfig) -> None:
     for name in ("log_every", "eval_every", "checkpoint_every"):
         if getattr(config.train, name) < 1:
             raise ConfigError(f"train.{name} must be positive")
+    check_learning_rates(config.method)
+
+
+def check_learning_rates(method: MethodConfig) -> None:
+    """Every optimizer's ``lr`` is a finite positive number (NaN or 0 would train nothing)."""
+    import math
+
+    for name, value in vars(method).items():
+        optims = value.items() if isinstance(value, dict) else [("", value)]
+        for key, optim in optims:
+            if isinstance(optim, OptimConfig) and not (math.isfinite(optim.lr) and optim.lr > 0):
+                where = f"method.{name}" + (f".{key}" if key else "")
+                raise ConfigError(f"{where}.lr must be a finite positive number, got {optim.lr}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import shutil
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +22,13 @@ from typing import Any
 
 from . import __version__
 from .api import RunResult, fit, run_identity
-from .bench import locked
+from .bench import keep_earlier_run, locked
 from .config import ConfigError, load_config, parse_override
 from .data.domain import prepare_data
 from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
 from .registry import lookup
+from .rundir import write_json_atomic, write_text_atomic
 from .training.trainer import TrainingDiverged
 
 
@@ -154,8 +154,8 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         merged = {_key(r): r for r in existing}
         merged.update({_key(r): r for r in rows})
         ordered = list(merged.values())
-        path.write_text(json.dumps({"rows": ordered}, indent=2) + "\n")
-        path.with_suffix(".md").write_text(markdown_table(ordered))
+        write_json_atomic(path, {"rows": ordered})
+        write_text_atomic(path.with_suffix(".md"), markdown_table(ordered))
 
 
 def run_sweep(
@@ -188,8 +188,8 @@ def run_sweep(
             saved = run_dir / "config.json"
             same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
                 run_identity(config.to_dict())
-            if saved.exists() and not same:
-                shutil.rmtree(run_dir)  # a stale run of another config
+            if saved.exists() and not same:  # a run of another config: kept, never deleted
+                keep_earlier_run(run_dir, config.to_dict(), replace_runs=True)
             try:
                 if same and (run_dir / "result.json").exists():
                     result = RunResult.load(run_dir)  # finished: reuse, no retraining
@@ -218,6 +218,6 @@ def run_sweep(
     record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
               "seeds": seeds, "runs": runs, "rows": rows}
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomic(sweep_dir / "sweep.json", record)
     write_results(Path(results) if results else sweep_dir / "validators.json", rows)
     return record

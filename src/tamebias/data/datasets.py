@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tamebias.data.checks import note_outside_root
 from tamebias.data.imageset import DataError, DatasetNotFoundError, ImageSet
 from tamebias.data.readers import (
+    check_npz_archive,
     is_class_folder,
     read_image_folder,
     read_mnist_idx,
@@ -291,6 +293,7 @@ def _load_folder(spec: str, text: str, split: str, size: tuple[int, int] | None,
         path = data_root / path
     if not path.is_dir():
         raise DatasetNotFoundError(f"{spec}: {path} is not a folder (expected one per class)")
+    note_outside_root(spec, path, _choose_data_root(root)[0])
     train, test = path / "train", path / "test"
     split_folders = is_class_folder(train) and is_class_folder(test)
     if split_folders and _folder_classes(train) != _folder_classes(test):
@@ -306,6 +309,7 @@ def _npz_classes(files: Sequence[Path]) -> list[str]:
     highest = -1
     for file in files:
         if file.is_file():
+            check_npz_archive(file)
             try:
                 with np.load(file, allow_pickle=False) as contents:
                     labels = contents["y"] if "y" in contents.files else np.empty(0)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from . import checks
 from .augment import Augmenter
 from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
@@ -84,6 +85,10 @@ def prepare_data(config: DataConfig) -> DomainData:
         target_test = replace(target, meta={**target.meta, "split": "test"})
     else:
         target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
+    checks.check_not_empty([(f"{config.source} train", source), (f"{config.target} train", target),
+                            (f"{config.target} test", target_test)])
+    checks.check_labels(config.source, [source])
+    checks.check_labels(config.target, [target, target_test])
 
     shift = resolve_category_shift(config, source.classes, target.classes)
     if shift is not None:  # keep the protocol's classes; target-private ones become "unknown"
@@ -108,6 +113,7 @@ def prepare_data(config: DataConfig) -> DomainData:
             )
     size = config.size or source.shape[1]
     channels = config.channels or source.shape[0]
+    checks.check_decoded_size([source, target, target_test], size, channels)
     source, target, target_test = (
         to_geometry(images, size, channels) for images in (source, target, target_test)
     )

@@ -180,9 +180,18 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x, labels
 
 
+def check_npz_archive(path: str | Path) -> None:
+    """An ``.npz`` is a zip archive; anything else (random bytes, a pickle) is refused by name
+    before numpy guesses at it."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz file: not a valid .npz (zip) archive of "
+                        "arrays; write it with numpy.savez")
+
+
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a prepared ``.npz`` holding ``x`` (uint8, N x H x W [x C]) and ``y`` (integers)."""
     path = Path(path)
+    check_npz_archive(path)
     try:
         with np.load(path, allow_pickle=False) as contents:
             missing = {"x", "y"} - set(contents.files)

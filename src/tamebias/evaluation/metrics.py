@@ -24,6 +24,7 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
     open_set: dict | None = None  # evaluation/openset.py, when a rejection rule was given
+    classes: list[str] | None = None  # the class names, "unknown" last under a category shift
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,4 +72,5 @@ def evaluate(
     result = summarize(confusion_matrix(predictions, labels, dataset.num_classes))
     if rejection is not None:
         result.open_set = evaluate_logits(logits, labels, rejection).to_dict()
+    result.classes = list(dataset.classes)
     return result

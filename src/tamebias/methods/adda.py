@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -117,17 +116,8 @@ def load_source_classifier(source: str) -> dict[str, Tensor]:
 def load_method_state(source: str, prefix: str = "",
                       setting: str = "method.source_run") -> dict[str, Tensor]:
     """The method weights under ``prefix`` (prefix removed) of another run (its ``best.pt``
-    if it has one, else its ``checkpoint.pt``) or of a checkpoint file."""
-    from ..training import checkpoint
+    if it has one, else its ``checkpoint.pt``) or of a checkpoint file; read through
+    :func:`tamebias.lineage.load_weights`, the one loader of another run's weights."""
+    from ..lineage import load_weights
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{setting}: no checkpoint at {path}; give a finished run "
-                                "directory or a checkpoint file")
-    state = checkpoint.load(path)["method"]
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not weights:
-        raise ValueError(f"{path} holds no {prefix.rstrip('.') or 'method'} weights")
-    return weights
+    return load_weights(source, setting, prefix)

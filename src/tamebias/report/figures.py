@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..rundir import write_text_atomic
 from ..training.log import read_json_lines
 
 
@@ -100,5 +101,5 @@ def write_run_report(run_dir: str | Path) -> Path:
         "Files: `config.json` (the full config; `tamebias fit --resume` this folder to continue), "
         "`metrics.jsonl`, `checkpoint.pt` (last), `best.pt` (selected), `result.json`.",
     ]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
     return run_dir / "summary.md"

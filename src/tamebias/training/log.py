@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..rundir import RunFileError, warn, write_text_atomic
+
 
 class JsonLines:
     def __init__(self, path: str | Path) -> None:
@@ -28,19 +30,43 @@ class JsonLines:
 
     def keep_until(self, global_step: int) -> None:
         """Drop the records past ``global_step``: what a killed process logged after its last
-        checkpoint is logged again when the run resumes (0: a fresh start, nothing kept)."""
+        checkpoint is logged again when the run resumes (0: a fresh start, nothing kept). A
+        torn last line (the process died while writing it) is dropped with a warning."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("global_step", 0) <= global_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line, record in _parse(self.path, warn_torn=True)
+                if record.get("global_step", 0) <= global_step]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def _parse(path: Path, warn_torn: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) pairs of a JSON-lines file; a torn last line is skipped (the mark of
+    a process killed mid-write), a damaged line before it is an error naming the file."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                if warn_torn:
+                    warn(f"{path}: dropped its torn last line {number} (the process writing "
+                         "it was stopped)")
+                break
+            raise RunFileError(
+                f"{path}: line {number} is not valid JSON ({error}); delete that line or "
+                "the file (it is a log; resume rewrites it from the checkpoint)") from error
+        if not isinstance(record, dict):
+            raise RunFileError(f"{path}: line {number} is not a JSON object")
+        parsed.append((line, record))
+    return parsed
 
 
 def read_json_lines(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in _parse(path)]
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -26,7 +26,14 @@ from .optim import build_optimizer, lr_scales, set_learning_rate
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or a weight became NaN or infinite; the last good checkpoints are kept."""
+
+
+def finite_state(module: nn.Module) -> Tensor:
+    """One on-device flag: every floating-point parameter and buffer of ``module`` is finite."""
+    flags = [torch.isfinite(value).all() for value in module.state_dict().values()
+             if value.is_floating_point()]
+    return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool)
 
 
 class Context:
@@ -128,9 +135,10 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def save(self, stage: int, stage_step: int, optimizers: dict, report: LoopReport,
              best_score: float | None, finite: Tensor) -> None:
-        if not bool(finite):
-            return  # never overwrite a good checkpoint with a diverged model
-        checkpoint.save_atomic({
+        # never replace a good checkpoint with a diverged model (a loss or a weight not finite)
+        if not bool(finite & finite_state(self.method)):
+            raise self._diverged(stage, stage_step)
+        checkpoint.save_generation({
             "method": self.method.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "stage": stage, "stage_step": stage_step,
@@ -142,11 +150,15 @@ class Trainer:
             "wall_seconds": report.earlier_wall_seconds + time.perf_counter() - self.started,
         }, self.checkpoint_path)
 
-    def _diverged(self, stage: Stage, step: int) -> TrainingDiverged:
+    def _diverged(self, stage: Stage | int, step: int) -> TrainingDiverged:
+        name = stage.name if isinstance(stage, Stage) else f"#{stage + 1}"
+        older = checkpoint.previous(self.checkpoint_path)
         kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"
+                + (f" (and the one before at {older.name})" if older.exists() else "")
                 if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        self.metrics_log.write({"event": "diverged", "stage": name, "step": step})
         return TrainingDiverged(
-            f"a loss became NaN or infinite in stage {stage.name!r} by step {step}; "
+            f"a loss or a weight became NaN or infinite in stage {name!r} by step {step}; "
             f"training stopped and {kept}. Lower the learning rate, enable clipping "
             "(method.optim.clip_grad_norm), or check the inputs."
         )
@@ -159,8 +171,8 @@ class Trainer:
             raise ValueError("nothing to train: every stage of this method has 0 steps")
         report, best_score = LoopReport(), None
         start_stage, start_step, saved_optimizers = 0, 0, {}
-        if self.checkpoint_path.exists():
-            state = checkpoint.load(self.checkpoint_path, self.device)
+        if checkpoint.exists(self.checkpoint_path):  # the newest usable generation
+            state = checkpoint.load_latest(self.checkpoint_path, self.device, repair=True)
             self.method.load_state_dict(state["method"])
             torch.set_rng_state(state["rng"].cpu())
             if state.get("cuda_rng") is not None and self.device.type == "cuda":
@@ -238,6 +250,10 @@ class Trainer:
             evaluating = stage.evaluate and (done % self.eval_every == 0 or last)
             pausing = evaluating or last or done % self.checkpoint_every == 0
             if pausing:  # evaluation and checkpoints are not training time
+                # the flag gathered on device every step, read where the loop syncs anyway:
+                # no evaluation or checkpoint ever runs on a diverged model
+                if not bool(ctx.finite & finite_state(self.method)):
+                    raise self._diverged(stage, done)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 elapsed = time.perf_counter() - started
