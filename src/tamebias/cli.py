@@ -69,10 +69,24 @@ def fit(
     resume: Annotated[Path | None, typer.Option(
         help="Continue the run in this folder from its last checkpoint, with its saved config."
     )] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A task (tamebias list tasks): its data pair, geometry, backbone and steps. "
+             "Default with no config file and no data.source/target: mnist5k-ucidigits.")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="A method or variant (tamebias list variants): the method and its parts; runs "
+             "it starts from are trained first (or reused). Default with no config file and "
+             "no method set: adda+bn+aug.")] = None,
 ) -> None:
-    """Train one run: a method on a source->target pair, with evaluation and checkpoints."""
+    """Train one run: a method on a source->target pair, with evaluation and checkpoints.
+    Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
     from . import api
+    from .recipe_fit import choose, fit_recipe
     from .report.figures import write_run_report
+
+    def required(label: str, folder: Path, reused: bool) -> None:
+        console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
+                      f"{folder}")
 
     try:
         if resume is not None:
@@ -83,7 +97,9 @@ def fit(
                                   "do not pass another config file")
             result = api.fit(None, _with_root(overrides, data_root), run_dir=resume)
         else:
-            result = api.fit(config, _with_root(overrides, data_root), run_dir=run_dir)
+            task, recipe = choose(task, recipe, config, overrides or [])
+            result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
+                                run_dir=run_dir, on_required=required)
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
             FileNotFoundError) as error:  # e.g. a missing model.pretrained weights file
         _fail(error)
@@ -475,3 +491,63 @@ def report(
     except (FileNotFoundError, ValueError, KeyError, ConfigError, DataError) as error:
         _fail(error)
     console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+@app.command("predict")
+def predict_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Folders (one sub-folder per class, or images directly inside), .npz files "
+             "(x uint8, optional y) or image files.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write every prediction to a .csv or .json file.")] = None,
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt), last (checkpoint.pt) or adabn")] = "selected",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Predict new images with a trained run, through its own preprocessing: path, class name
+    (or unknown, for category-shift runs by their rejection rule) and confidence."""
+    from .predict import predict, write_predictions
+
+    try:
+        if batch_size < 1:
+            raise ValueError("--batch-size must be positive")
+        result = predict(run_dir, inputs, batch_size, which, device, progress=True)
+        if output is not None:
+            write_predictions(result, output, run_dir)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    table = Table("prediction", "images", title=f"{len(result.rows)} images, {run_dir}")
+    for name, count in sorted(result.counts.items(), key=lambda item: -item[1]):
+        table.add_row(name, str(count))
+    console.print(table)
+    if result.accuracy is not None:
+        console.print(f"accuracy {100 * result.accuracy:.2f}% on the {len(result.labeled)} "
+                      "labeled images")
+    if output is not None:
+        console.print(f"wrote {output}")
+    elif len(result.rows) <= 20:
+        for row in result.rows:
+            console.print(f"{row['path']}  {row['prediction']}  {row['confidence']:.3f}")
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript")] = "onnx",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The model file (default RUN/model.onnx or RUN/model.pt).")
+    ] = None,
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt), last (checkpoint.pt) or adabn")] = "selected",
+) -> None:
+    """Export the run's classifier (input: N x C x H x W floats in [0, 1]; output: logits) with
+    its preprocessing and class names as metadata (inside the file and as FILE.json)."""
+    from .export import export_run
+
+    try:
+        path = export_run(run_dir, format, output, which)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(f"wrote {path} and {path}.json")
