@@ -206,33 +206,45 @@ def list_registered(
 
 @app.command()
 def demo(
-    steps: Annotated[int, typer.Option(help="Training steps per method.")] = 800,
-    output: Annotated[Path | None, typer.Option(help="Run directory for the demo.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps per recipe.")] = 400,
+    output: Annotated[Path | None, typer.Option(help="Folder for the demo's runs.")] = None,
     seed: int = 0,
+    recipes: Annotated[str | None, typer.Option(
+        help="Comma-separated recipes (default: source_only+bn+aug, adda+bn+aug, "
+             "fixmatch+bn+aug, oracle).")] = None,
+    overrides: Overrides = None,
 ) -> None:
-    """Source-only and oracle on MNIST-5k -> UCI digits (shipped with pip packages, no download):
-    a table of target accuracy and a run directory to open."""
-    from . import api
-    from .data.domain import prepare_data
-    from .methods import METHODS
-    from .report.figures import write_run_report
-    from .tasks import TASKS
+    """Adaptation on MNIST-5k -> UCI digits (shipped with pip packages, no download): source
+    only, adaptation recipes and the oracle, with each recipe's gain over source only."""
+    from .demo import DEMO_RECIPES, run_demo
 
-    task = TASKS["mnist5k-ucidigits"]
     output = output or Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    results, data = [], None
-    for name, method in METHODS.items():
-        if not method.demo:
-            continue
-        config = api.load_config(None, [f"method.name={name}", *task.overrides(),
-                                        f"method.steps={steps}", f"train.seed={seed}"])
-        data = data or prepare_data(config.data)
-        console.print(f"[bold]{name}[/]: {method.description}")
-        result = api.fit(config, run_dir=output / name, data=data)
-        write_run_report(result.run_dir)
-        results.append(result)
-    console.print(_result_table(f"demo: {results[0].task} (target test accuracy)", results))
-    console.print(f"Open {output}/*/summary.md (figures: confusion.png, curves.png).")
+    chosen = tuple(recipes.split(",")) if recipes else DEMO_RECIPES
+    try:
+        record = run_demo(output, steps, seed, chosen, overrides,
+                          on_start=lambda name, text: console.print(f"[bold]{name}[/]: {text}"))
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    console.print(_demo_table(record))
+    console.print(f"Open {output}/*/summary.md, or one page: tamebias report {output}")
+
+
+def _demo_table(record: dict) -> Table:
+    table = Table(title=f"demo: {record['task']}, {record['steps']} steps, seed "
+                        f"{record['seed']} (target test accuracy)")
+    for column in ("recipe", "target acc %", "gain (points)", "selected by", "wall s"):
+        table.add_column(column, no_wrap=True)
+    for row in record["rows"]:
+        gain = "" if row["gain"] is None else f"{row['gain']:+.2f}"
+        table.add_row(row["recipe"] + (" (analysis)" if row["analysis_only"] else ""),
+                      f"{row['accuracy']:.2f}", gain, row["selection"],
+                      f"{row['wall_seconds']:.0f}")
+    rules = "; ".join(f"{name}: {text}" for name, text in record["selection_rules"].items())
+    table.caption = (f"gain over {record['baseline']}. Models picked by {rules}; no target "
+                     f"labels except the oracle's. Total {record['wall_seconds']:.0f} s on "
+                     f"{record['threads']} CPU thread(s).")
+    return table
 
 
 @app.command()

@@ -70,10 +70,11 @@ def choose(task: str | None, recipe: str | None, base: Any, overrides: list[str]
 
 
 def recipe_config(task: str | None, recipe: str | None, base: Any = None,
-                  overrides: list[str] | None = None) -> RunConfig:
+                  overrides: list[str] | None = None,
+                  locations: dict[str, Path] | None = None) -> RunConfig:
     """The run config of ``recipe`` on ``task`` (either may be None), ``base`` (a config file or
     dict) underneath and ``overrides`` on top. ``{runs}``-style references to required runs
-    point where :func:`fit_recipe` puts them."""
+    point where :func:`fit_recipe` puts them, or to ``locations[label]``."""
     overrides = list(overrides or [])
     items: list[str] = []
     if task is not None:
@@ -90,6 +91,9 @@ def recipe_config(task: str | None, recipe: str | None, base: Any = None,
     digest = _digest(base, overrides)
     fields = {"runs": plain.output_dir, "suite": "recipes" + (f"/{digest}" if digest else ""),
               "task": task or "custom", "seed": plain.train.seed}
+    place = {label: str(folder) for label, folder in (locations or {}).items()}
+    template = [REQUIRED_RUN.sub(lambda m: place.get(m.group(1), m.group(0)), o)
+                for o in template]
     formatted = [o.format(**fields) for o in template]
     return load_config(base, [*items, *formatted, *overrides])
 
@@ -113,18 +117,21 @@ def _same_data(first: RunConfig, second: RunConfig) -> bool:
 
 def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
                overrides: list[str] | None = None, run_dir: str | Path | None = None,
-               on_required: Callable[[str, Path, bool], None] | None = None, data: Any = None):
+               on_required: Callable[[str, Path, bool], None] | None = None, data: Any = None,
+               locations: dict[str, Path] | None = None):
     """Train ``recipe`` on ``task`` after the runs it requires (``on_required(label, dir,
-    reused)`` is told about each); returns the main run's :class:`RunResult`."""
+    reused)`` is told about each; ``locations`` places some of them); returns the main run's
+    :class:`RunResult`."""
     from .api import RunResult, fit, run_identity
     from .data.domain import prepare_data
 
     overrides = list(overrides or [])
-    config = recipe_config(task, recipe, base, overrides)
+    locations = dict(locations or {})
+    config = recipe_config(task, recipe, base, overrides, locations)
     data = data or prepare_data(config.data)
     for label in required_recipes(recipe) if recipe else []:
-        required = recipe_config(task, label, base, overrides)
-        folder = required_run_dir(config, task, label, base, overrides)
+        required = recipe_config(task, label, base, overrides, locations)
+        folder = locations.get(label) or required_run_dir(config, task, label, base, overrides)
         saved = folder / "config.json"
         same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
             run_identity(required.to_dict())
