@@ -200,3 +200,17 @@ def test_export_onnx_matches_pytorch(run, tmp_path):
 def test_export_with_an_unknown_format_exits_2(run):
     result = invoke("export", run, "--format", "tflite")
     assert result.exit_code == 2 and "--format must be one of onnx, torchscript" in result.output
+
+
+def test_tensorboard_logging_mirrors_the_metrics(domains, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(domains, tmp_path / "tb", "train.tensorboard=true")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/target_accuracy", "eval/validators/snd", "source/loss"} <= tags
+    history = json.loads((run / "result.json").read_text())["history"]
+    logged = [(e.step, e.value) for e in events.Scalars("eval/target_accuracy")]
+    assert logged == [(r["global_step"], pytest.approx(r["target_accuracy"])) for r in history]

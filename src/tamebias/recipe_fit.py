@@ -28,7 +28,8 @@ DEFAULT_RECIPE = "adda+bn+aug"
 # the runs a recipe's settings refer to, as bench lays them out
 REQUIRED_RUN = re.compile(r"\{runs\}/\{suite\}/\{task\}/([^/]+)/seed\{seed\}")
 # settings that change where data lives or how progress shows, not what a run computes
-NEUTRAL_KEYS = ("data.root", "data.download", "train.progress", "train.threads", "output_dir")
+NEUTRAL_KEYS = ("data.root", "data.download", "train.progress", "train.threads",
+                "train.tensorboard", "output_dir")
 
 
 def required_recipes(recipe: str) -> list[str]:
