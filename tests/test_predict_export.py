@@ -214,3 +214,21 @@ def test_tensorboard_logging_mirrors_the_metrics(domains, tmp_path):
     history = json.loads((run / "result.json").read_text())["history"]
     logged = [(e.step, e.value) for e in events.Scalars("eval/target_accuracy")]
     assert logged == [(r["global_step"], pytest.approx(r["target_accuracy"])) for r in history]
+
+
+def test_the_readme_s_three_lines_run(run, domains, tmp_path, capsys, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (code,) = [block for block in blocks if "tamebias.load_run" in block]
+    assert len(code.strip().splitlines()) == 3
+    folder = write_class_folder(Path(domains["target"][4:]) / "test.npz", tmp_path / "images")
+    files = sorted(folder.rglob("*.png"))[:2]
+    monkeypatch.chdir(tmp_path)
+    for name, file in zip(("digit.png", "other.png"), files, strict=True):
+        (tmp_path / name).write_bytes(file.read_bytes())
+    code = re.sub(r'load_run\("[^"]+"\)', f'load_run("{run}")', code)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = eval(capsys.readouterr().out)  # the printed list of class names
+    model, preprocess, classes = tamebias.load_run(run)
+    expected = [classes[i] for i in model(preprocess(files)).argmax(1)]
+    assert printed == expected and len(printed) == 2
