@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .config import ConfigError
 from .data.imageset import DataError
+from .demo import DEMO_STEPS
 from .registry import UnknownNameError
 from .training.trainer import TrainingDiverged
 
@@ -206,7 +207,7 @@ def list_registered(
 
 @app.command()
 def demo(
-    steps: Annotated[int, typer.Option(help="Training steps per recipe.")] = 400,
+    steps: Annotated[int, typer.Option(help="Training steps per recipe.")] = DEMO_STEPS,
     output: Annotated[Path | None, typer.Option(help="Folder for the demo's runs.")] = None,
     seed: int = 0,
     recipes: Annotated[str | None, typer.Option(
