@@ -11,6 +11,7 @@ cases a ``FILE.json`` sidecar.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,9 +34,12 @@ def _example(loaded: LoadedRun, batch: int = 2) -> torch.Tensor:
 
 def export_torchscript(loaded: LoadedRun, path: Path, metadata: str) -> None:
     model = loaded.model.cpu().eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in recent torch releases but still what C++ and older
+        # runtimes load; the export is checked against the eager model by the tests
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(model, _example(loaded), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
+        torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
 
 
 def export_onnx(loaded: LoadedRun, path: Path, metadata: str, opset: int = 17) -> None:
@@ -45,7 +49,9 @@ def export_onnx(loaded: LoadedRun, path: Path, metadata: str, opset: int = 17) -
         raise ExportError("ONNX export needs the onnx package: pip install 'tamebias[export]' "
                           "(onnx, onnxruntime)") from error
     model = loaded.model.cpu().eval()
-    with torch.no_grad():  # the TorchScript-based exporter: no onnxscript needed
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript-based exporter (deprecated, still shipped): needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (_example(loaded),), str(path), input_names=["images"],
                           output_names=["logits"], opset_version=opset,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
