@@ -256,9 +256,9 @@ def demo_section(folder: Path) -> str:
              f"<p>Models picked by {rules}. Total {demo['wall_seconds']:.0f} s on "
              f"{demo['threads']} CPU thread(s).</p>"]
     for row in demo["rows"]:
-        run_dir = Path(row["run_dir"])
-        if not run_dir.is_absolute() and not run_dir.exists():
-            run_dir = folder / run_dir.name
+        run_dir = folder / row["recipe"]  # the demo's layout, wherever the folder moved
+        if not (run_dir / "result.json").exists():
+            run_dir = Path(row["run_dir"])
         parts.append(run_section(run_dir))
     return "\n".join(parts)
 
