@@ -122,3 +122,10 @@ def test_fit_with_an_unknown_task_or_recipe_exits_2_naming_the_choices():
     result = runner.invoke(app, ["fit", "--task", "mnist-usps", "--recipe", "danm"])
     assert result.exit_code == 2 and "dann+bn+aug" in result.output
     assert "Traceback" not in result.output
+
+
+def test_demo_with_an_unknown_recipe_exits_2_before_training(tmp_path):
+    result = runner.invoke(app, ["demo", "--recipes", "source_only,adda+bn+agu", "--output",
+                                 str(tmp_path / "demo")])
+    assert result.exit_code == 2 and "adda+bn+aug" in result.output, result.output
+    assert not (tmp_path / "demo").exists()

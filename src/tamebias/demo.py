@@ -51,6 +51,8 @@ def run_demo(output: Path, steps: int = DEMO_STEPS, seed: int = 0,
 
     start = time.perf_counter()
     settings = [*demo_overrides(steps, seed), *(overrides or [])]
+    for recipe in recipes:  # every name and setting checked before anything trains
+        recipe_config(DEMO_TASK, recipe, overrides=settings)
     data = prepare_data(recipe_config(DEMO_TASK, recipes[0], overrides=settings).data)
     rows, results = [], {}
     for recipe in recipes:
