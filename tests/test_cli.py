@@ -323,23 +323,36 @@ def test_bench_model_errors_exit_2_without_a_traceback(tiny_task, tmp_path):
 
 
 def test_demo_smoke(tmp_path, one_thread):
-    """The demo on the embedded MNIST-5k -> UCI digits pair, 3 steps per method (~10 s)."""
+    """The demo on the embedded MNIST-5k -> UCI digits pair, 3 steps per recipe (~20 s):
+    source only, adaptation recipes and the oracle, gains over source only, one report."""
+    from tamebias.demo import BASELINE, DEMO_RECIPES
+
     output = tmp_path / "demo"
     result = invoke("demo", "--steps", 3, "--output", output)
     assert result.exit_code == 0, result.output
-    demo_methods = [name for name, method in METHODS.items() if method.demo]
-    assert {"source_only", "oracle"} <= set(demo_methods)
-    assert sorted(p.name for p in output.iterdir()) == sorted(demo_methods)
-    for name in demo_methods:
-        run = output / name
+    assert sorted(p.name for p in output.iterdir()) == sorted([*DEMO_RECIPES, "demo.json"])
+    record = json.loads((output / "demo.json").read_text())
+    baseline = json.loads((output / BASELINE / "result.json").read_text())
+    for row in record["rows"]:
+        run = output / row["recipe"]
         for file in ("summary.md", "confusion.png", "curves.png", "result.json"):
-            assert (run / file).is_file(), (name, file)
+            assert (run / file).is_file(), (row["recipe"], file)
         saved = json.loads((run / "result.json").read_text())
         assert saved["steps"] == 3 and saved["task"] == "mnist5k->ucidigits"
         assert saved["protocol"]["input"] == "28x28x1"
         assert f"{100 * saved['target']['accuracy']:.2f}" in result.output
-    assert "demo: mnist5k->ucidigits" in result.output and "oracle (analysis)" in result.output
-    assert "summary.md" in result.output
+        if row["recipe"] != BASELINE:
+            assert row["gain"] == pytest.approx(
+                100 * (saved["target"]["accuracy"] - baseline["target"]["accuracy"]))
+    # ADDA starts from the demo's own source-only run, not a second one
+    adda = json.loads((output / "adda+bn+aug" / "config.json").read_text())
+    assert adda["method"]["source_run"] == str(output / BASELINE)
+    assert "oracle (analysis)" in result.output and "gain (points)" in result.output
+    assert "information maximization" in result.output
+    report = invoke("report", output, "-o", tmp_path / "demo.html")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "demo.html").read_text()
+    assert "Demo: mnist5k-ucidigits" in page and page.count("<h2>Run:") == len(DEMO_RECIPES)
 
 
 def test_bench_adda_reuses_the_source_only_run_of_the_same_task_and_seed(tiny_task, tmp_path):

@@ -101,7 +101,7 @@ def run_identity(config: dict[str, Any]) -> str:
         pass
     values["data"].pop("root", None)
     values["data"].pop("download", None)
-    for key in ("progress", "threads"):
+    for key in ("progress", "threads", "tensorboard"):
         values["train"].pop(key, None)
     values.pop("output_dir", None)
     return json.dumps(values, sort_keys=True)
@@ -222,6 +222,10 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         config.train.eval_every, config.train.checkpoint_every, config.train.amp,
         config.train.progress, rejection=rejection_rule(config, method, data.protocol),
     )
+    if config.train.tensorboard:
+        from .training.tensorboard import TensorBoardLines
+
+        trainer.metrics_log = TensorBoardLines(trainer.metrics_log, run_dir / "tensorboard")
     report = trainer.run()
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .config import ConfigError
 from .data.imageset import DataError
+from .demo import DEMO_STEPS
 from .registry import UnknownNameError
 from .training.trainer import TrainingDiverged
 
@@ -69,10 +70,24 @@ def fit(
     resume: Annotated[Path | None, typer.Option(
         help="Continue the run in this folder from its last checkpoint, with its saved config."
     )] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A task (tamebias list tasks): its data pair, geometry, backbone and steps. "
+             "Default with no config file and no data.source/target: mnist5k-ucidigits.")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="A method or variant (tamebias list variants): the method and its parts; runs "
+             "it starts from are trained first (or reused). Default with no config file and "
+             "no method set: adda+bn+aug.")] = None,
 ) -> None:
-    """Train one run: a method on a source->target pair, with evaluation and checkpoints."""
+    """Train one run: a method on a source->target pair, with evaluation and checkpoints.
+    Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
     from . import api
+    from .recipe_fit import choose, fit_recipe
     from .report.figures import write_run_report
+
+    def required(label: str, folder: Path, reused: bool) -> None:
+        console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
+                      f"{folder}")
 
     try:
         if resume is not None:
@@ -83,7 +98,9 @@ def fit(
                                   "do not pass another config file")
             result = api.fit(None, _with_root(overrides, data_root), run_dir=resume)
         else:
-            result = api.fit(config, _with_root(overrides, data_root), run_dir=run_dir)
+            task, recipe = choose(task, recipe, config, overrides or [])
+            result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
+                                run_dir=run_dir, on_required=required)
     except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
             FileNotFoundError) as error:  # e.g. a missing model.pretrained weights file
         _fail(error)
@@ -191,33 +208,45 @@ def list_registered(
 
 @app.command()
 def demo(
-    steps: Annotated[int, typer.Option(help="Training steps per method.")] = 800,
-    output: Annotated[Path | None, typer.Option(help="Run directory for the demo.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps per recipe.")] = DEMO_STEPS,
+    output: Annotated[Path | None, typer.Option(help="Folder for the demo's runs.")] = None,
     seed: int = 0,
+    recipes: Annotated[str | None, typer.Option(
+        help="Comma-separated recipes (default: source_only+bn+aug, adda+bn+aug, "
+             "fixmatch+bn+aug, oracle).")] = None,
+    overrides: Overrides = None,
 ) -> None:
-    """Source-only and oracle on MNIST-5k -> UCI digits (shipped with pip packages, no download):
-    a table of target accuracy and a run directory to open."""
-    from . import api
-    from .data.domain import prepare_data
-    from .methods import METHODS
-    from .report.figures import write_run_report
-    from .tasks import TASKS
+    """Adaptation on MNIST-5k -> UCI digits (shipped with pip packages, no download): source
+    only, adaptation recipes and the oracle, with each recipe's gain over source only."""
+    from .demo import DEMO_RECIPES, run_demo
 
-    task = TASKS["mnist5k-ucidigits"]
     output = output or Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    results, data = [], None
-    for name, method in METHODS.items():
-        if not method.demo:
-            continue
-        config = api.load_config(None, [f"method.name={name}", *task.overrides(),
-                                        f"method.steps={steps}", f"train.seed={seed}"])
-        data = data or prepare_data(config.data)
-        console.print(f"[bold]{name}[/]: {method.description}")
-        result = api.fit(config, run_dir=output / name, data=data)
-        write_run_report(result.run_dir)
-        results.append(result)
-    console.print(_result_table(f"demo: {results[0].task} (target test accuracy)", results))
-    console.print(f"Open {output}/*/summary.md (figures: confusion.png, curves.png).")
+    chosen = tuple(recipes.split(",")) if recipes else DEMO_RECIPES
+    try:
+        record = run_demo(output, steps, seed, chosen, overrides,
+                          on_start=lambda name, text: console.print(f"[bold]{name}[/]: {text}"))
+    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
+            FileNotFoundError) as error:
+        _fail(error)
+    console.print(_demo_table(record))
+    console.print(f"Open {output}/*/summary.md, or one page: tamebias report {output}")
+
+
+def _demo_table(record: dict) -> Table:
+    table = Table(title=f"demo: {record['task']}, {record['steps']} steps, seed "
+                        f"{record['seed']} (target test accuracy)")
+    for column in ("recipe", "target acc %", "gain (points)", "selected by", "wall s"):
+        table.add_column(column, no_wrap=True)
+    for row in record["rows"]:
+        gain = "" if row["gain"] is None else f"{row['gain']:+.2f}"
+        table.add_row(row["recipe"] + (" (analysis)" if row["analysis_only"] else ""),
+                      f"{row['accuracy']:.2f}", gain, row["selection"],
+                      f"{row['wall_seconds']:.0f}")
+    rules = "; ".join(f"{name}: {text}" for name, text in record["selection_rules"].items())
+    table.caption = (f"gain over {record['baseline']}. Models picked by {rules}; no target "
+                     f"labels except the oracle's. Total {record['wall_seconds']:.0f} s on "
+                     f"{record['threads']} CPU thread(s).")
+    return table
 
 
 @app.command()
@@ -481,3 +510,63 @@ def report(
     except (FileNotFoundError, ValueError, KeyError, ConfigError, DataError) as error:
         _fail(error)
     console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+@app.command("predict")
+def predict_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Folders (one sub-folder per class, or images directly inside), .npz files "
+             "(x uint8, optional y) or image files.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write every prediction to a .csv or .json file.")] = None,
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt), last (checkpoint.pt) or adabn")] = "selected",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Predict new images with a trained run, through its own preprocessing: path, class name
+    (or unknown, for category-shift runs by their rejection rule) and confidence."""
+    from .predict import predict, write_predictions
+
+    try:
+        if batch_size < 1:
+            raise ValueError("--batch-size must be positive")
+        result = predict(run_dir, inputs, batch_size, which, device, progress=True)
+        if output is not None:
+            write_predictions(result, output, run_dir)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    table = Table("prediction", "images", title=f"{len(result.rows)} images, {run_dir}")
+    for name, count in sorted(result.counts.items(), key=lambda item: -item[1]):
+        table.add_row(name, str(count))
+    console.print(table)
+    if result.accuracy is not None:
+        console.print(f"accuracy {100 * result.accuracy:.2f}% on the {len(result.labeled)} "
+                      "labeled images")
+    if output is not None:
+        console.print(f"wrote {output}")
+    elif len(result.rows) <= 20:
+        for row in result.rows:
+            console.print(f"{row['path']}  {row['prediction']}  {row['confidence']:.3f}")
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript")] = "onnx",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The model file (default RUN/model.onnx or RUN/model.pt).")
+    ] = None,
+    which: Annotated[str, typer.Option(
+        help="selected (best.pt), last (checkpoint.pt) or adabn")] = "selected",
+) -> None:
+    """Export the run's classifier (input: N x C x H x W floats in [0, 1]; output: logits) with
+    its preprocessing and class names as metadata (inside the file and as FILE.json)."""
+    from .export import export_run
+
+    try:
+        path = export_run(run_dir, format, output, which)
+    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(f"wrote {path} and {path}.json")

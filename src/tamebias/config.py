@@ -117,6 +117,8 @@ class TrainConfig:
     # default log(K)/2 as in DANCE) or "confidence" (reject when max softmax < threshold, 0.5)
     rejection: str = "entropy"
     rejection_threshold: float | None = None
+    # also log every metric to RUN/tensorboard (needs the tensorboard package)
+    tensorboard: bool = False
 
 
 @dataclass

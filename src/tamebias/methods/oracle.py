@@ -29,7 +29,6 @@ class Oracle(Method):
     needs = DataNeeds(target=False, labeled_target=True, source=False)
     analysis_only = True
     selection = "last"  # source validation says nothing about a target-trained model
-    demo = True
 
     def stages(self) -> list[Stage]:
         return [

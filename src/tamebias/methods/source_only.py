@@ -23,7 +23,6 @@ class SourceOnly(Method):
     Config = SourceOnlyConfig
     description = "no adaptation: cross-entropy on labeled source; the baseline to beat"
     needs = DataNeeds(target=False)
-    demo = True
 
     def stages(self) -> list[Stage]:
         return [source_stage(self.classifier, self.config.steps, self.config.optim)]

@@ -234,6 +234,28 @@ def sweep_section(folder: Path) -> str:
     ])
 
 
+def demo_section(folder: Path) -> str:
+    """The demo's table (gain over source only, selection rules), then each of its runs."""
+    demo = json.loads((folder / "demo.json").read_text())
+    rows = [[row["recipe"] + (" (analysis)" if row["analysis_only"] else ""),
+             f"{row['accuracy']:.2f}", "" if row["gain"] is None else f"{row['gain']:+.2f}",
+             row["selection"], f"{row['wall_seconds']:.0f}"] for row in demo["rows"]]
+    rules = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(text)}"
+                      for name, text in demo["selection_rules"].items())
+    parts = [f"<h2>Demo: {html.escape(demo['task'])}, {demo['steps']} steps, seed "
+             f"{demo['seed']}</h2>",
+             _table(rows, ["recipe", "target accuracy %", f"gain over {demo['baseline']}",
+                           "selected by", "wall s"]),
+             f"<p>Models picked by {rules}. Total {demo['wall_seconds']:.0f} s on "
+             f"{demo['threads']} CPU thread(s).</p>"]
+    for row in demo["rows"]:
+        run_dir = folder / row["recipe"]  # the demo's layout, wherever the folder moved
+        if not (run_dir / "result.json").exists():
+            run_dir = Path(row["run_dir"])
+        parts.append(run_section(run_dir))
+    return "\n".join(parts)
+
+
 def compute_tsne(run_dir: Path, count: int = 300, data_root: str | None = None) -> Path:
     """``RUN/tsne.png`` as ``tamebias tsne`` draws it: beside the run's own source stage when
     it has one (ADDA), else the adapted model alone."""
@@ -259,15 +281,17 @@ def write_report(paths: list[str | Path], output: str | Path,
             compute_tsne(path, data_root=data_root)
         if (path / "sweep.json").exists():
             sections.append(sweep_section(path))
+        elif (path / "demo.json").exists():
+            sections.append(demo_section(path))
         elif (path / "result.json").exists():
             sections.append(run_section(path))
         elif (path / "diagnose.json").exists():
             sections.append(diagnose_section(path))
         else:
             raise FileNotFoundError(
-                f"{path} is neither a finished run (result.json), a sweep (sweep.json) nor a "
-                "diagnosis (diagnose.json); pass folders written by tamebias fit, sweep or "
-                "diagnose")
+                f"{path} is neither a finished run (result.json), a sweep (sweep.json), a demo "
+                "(demo.json) nor a diagnosis (diagnose.json); pass folders written by tamebias "
+                "fit, sweep, demo or diagnose")
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"

@@ -1,0 +1,5 @@
+"""``python -m tamebias``: the command line."""
+
+from .cli import app
+
+app()
