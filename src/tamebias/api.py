@@ -17,9 +17,11 @@ from . import __version__
 from .config import ConfigError, RunConfig, load_config
 from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
-from .evaluation.metrics import Evaluation, evaluate
+from .data.imageset import as_float
+from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
+from .models.norm import use_domain
 from .training import checkpoint
 from .training.trainer import Trainer
 
@@ -48,10 +50,13 @@ class RunResult:
     tamebias_version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
+    # what the selected model predicts on the unlabeled target training images (no labels)
+    target_predictions: dict[str, Any] | None = None
 
     @property
-    def accuracy(self) -> float:
-        return self.target["accuracy"]
+    def accuracy(self) -> float | None:
+        """Target test accuracy; None when the run had no labeled target evaluation set."""
+        return self.target.get("accuracy")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +146,10 @@ def build_run(config: RunConfig, data: DomainData | None = None):
         config.model.backbone, data.num_classes, channels, size, config.model.pretrained,
         config.model.channels_last, norm=config.model.norm,
         pretrained_lr_scale=config.model.pretrained_lr_scale,
+        mlp_widths=config.model.mlp_widths, mlp_dropout=config.model.mlp_dropout,
     )
+    if hasattr(classifier.backbone, "fit_inputs"):  # the mlp: source statistics, no target
+        classifier.backbone.fit_inputs(data.source_train.images)
     method = build_method(config.method, classifier).to(device)
     return data, method, device
 
@@ -151,8 +159,14 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
     """The run's batch streams, with the configured augmentation views."""
     augment = config.data.augment
     channels, size = data.geometry[0], data.geometry[1]
-    augmenter = Augmenter(augment.policy, channels, size, config.train.seed, augment.strength,
-                          device)
+    if data.source_train.is_vectors:  # feature-space views: noise and feature dropout
+        from .data.vectors import FeatureAugmenter
+
+        augmenter = FeatureAugmenter(data.source_train.images, config.train.seed,
+                                     augment.strength, device, augment.policy)
+    else:
+        augmenter = Augmenter(augment.policy, channels, size, config.train.seed,
+                              augment.strength, device)
     return DomainStreams(
         data, config.data.batch_size, config.train.seed, device,
         target=method.needs.target, labeled_target=method.needs.labeled_target,
@@ -188,6 +202,9 @@ def fit(
     method_class = METHODS[config.method.name]
     selection = method_class.selection or config.train.selection
     data, method, device = build_run(config, data)
+    if selection == "target_oracle" and data.target_test is None:
+        raise ConfigError("train.selection=target_oracle needs a labeled target test set; "
+                          "this target has none (see data.target_test)")
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
     (run_dir / "protocol.json").write_text(json.dumps(data.protocol, indent=2) + "\n")
@@ -202,25 +219,34 @@ def fit(
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one
         adapt_to_target(method, data.target_train.images, device)
-        final_accuracy = trainer.evaluate()[0].accuracy
+        adapted = trainer.evaluate()[0]
+        final_accuracy = adapted.accuracy if adapted is not None else None
     if selection != "last" and trainer.best_path.exists():
         method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
     if config.train.adabn:
         adapt_to_target(method, data.target_train.images, device)
         checkpoint.save_atomic({"method": method.state_dict()}, run_dir / ADABN_FILE)
     target, source = trainer.evaluate()
+    method.eval()
+    with use_domain(method, "target"):
+        predictions = prediction_statistics(method.predict, data.target_train.images,
+                                            data.classes, device)
     result = RunResult(
         run_dir=str(run_dir),
         method=config.method.name,
         task=task_name(config),
         selection=selection,
         analysis_only=method_class.analysis_only or selection == "target_oracle",
-        target=target.to_dict(),
+        target=target.to_dict() if target is not None else {
+            "accuracy": None, "mean_class_accuracy": None, "count": 0,
+            "note": "no labeled target evaluation set: " + data.protocol.get(
+                "target_evaluation", "none")},
         source_val=source.to_dict() if source else None,
         selected=report.selected,
         final_target_accuracy=final_accuracy,
         oracle_best_target_accuracy=max(
-            (r["target_accuracy"] for r in report.history), default=None),
+            (r["target_accuracy"] for r in report.history
+             if r["target_accuracy"] is not None), default=None),
         history=report.history,
         protocol=data.protocol,
         steps=report.steps,
@@ -230,6 +256,7 @@ def fit(
         machine=machine_info(device),
         config=config.to_dict(),
         stage_seconds=report.stage_seconds,
+        target_predictions=predictions,
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
@@ -240,7 +267,7 @@ ADABN_FILE = "adabn.pt"
 
 def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int = 500):
     for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size].to(device).float().div_(255)
+        yield as_float(images[start : start + batch_size].to(device))
 
 
 def adapt_to_target(method: Method, images: torch.Tensor, device: torch.device) -> int:
@@ -331,7 +358,9 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
                                   load_weights=False, norm=config.model.norm,
-                                  pretrained_lr_scale=config.model.pretrained_lr_scale)
+                                  pretrained_lr_scale=config.model.pretrained_lr_scale,
+                                  mlp_widths=config.model.mlp_widths,
+                                  mlp_dropout=config.model.mlp_dropout)
     method = build_method(config.method, classifier).to(target_device)
     if which.startswith("stage:"):
         path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"

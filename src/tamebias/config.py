@@ -72,6 +72,9 @@ class DataConfig:
     target_subset: int | None = None
     subset_seed: int = 0
     source_val_fraction: float = 0.1
+    # the labeled target evaluation set (data/target.py): unset = the target's own test split;
+    # a spec (folder:, list:, npz:, a name); "transductive"; or "none" (no target accuracy)
+    target_test: str | None = None
     batch_size: int = 128
     on_device: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -93,6 +96,9 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory format for convolutions (faster on CPU and GPU)
     # none | bn | in | ibn | dsbn (models/norm.py); unset: the backbone's own (LeNet none, else bn)
     norm: str | None = None
+    # the mlp backbone (feature vectors): hidden widths, the last is the feature size; dropout
+    mlp_widths: list[int] = field(default_factory=lambda: [256, 256])
+    mlp_dropout: float = 0.0
 
 
 @dataclass
@@ -328,6 +334,13 @@ def validate(config: RunConfig) -> None:
                               f"got {getattr(augment, name)!r}")
     if augment.strength < 0:
         raise ConfigError("data.augment.strength must not be negative")
+    if not config.model.mlp_widths or min(config.model.mlp_widths) < 1:
+        raise ConfigError("model.mlp_widths must list one or more positive layer widths")
+    if not 0 <= config.model.mlp_dropout < 1:
+        raise ConfigError("model.mlp_dropout must be in [0, 1)")
+    if config.train.selection == "target_oracle" and config.data.target_test == "none":
+        raise ConfigError("train.selection=target_oracle reads target test labels, but "
+                          "data.target_test=none")
     if config.model.pretrained_lr_scale < 0:
         raise ConfigError("model.pretrained_lr_scale must not be negative (0 freezes the "
                           "pretrained body)")
