@@ -76,6 +76,7 @@ class Method(nn.Module):
     frozen_modules: ClassVar[tuple[str, ...]] = ()
     selection: ClassVar[str | None] = None  # forces a model-selection rule when set
     demo: ClassVar[bool] = False  # part of `tamebias demo`
+    images_only: ClassVar[bool] = False  # works on pixels: refused on feature vectors
     # routes source and target forwards to their own domain-specific norms (model.norm=dsbn)
     domain_aware: ClassVar[bool] = False
 
