@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tamebias import cli
-from tamebias.api import fit
+from tamebias.api import evaluate_run, fit
 from tamebias.cli import app
 from tamebias.config import load_config
 from tamebias.data.datasets import load_dataset
@@ -119,6 +119,8 @@ def test_an_unlabeled_target_with_a_list_test_set_trains_end_to_end(own_data):
     assert result.protocol["target_train"] == 24 and result.protocol["target_labeled"] is False
     assert result.target_predictions["count"] == 24
     assert all(record["target_accuracy"] is not None for record in result.history)
+    again = evaluate_run(result.run_dir)  # the run's own list test set, classes by name
+    assert again.count == 10 and again.accuracy == pytest.approx(result.accuracy)
 
 
 def test_without_a_test_set_the_run_reports_label_free_measures_only(own_data, monkeypatch):
@@ -135,6 +137,10 @@ def test_without_a_test_set_the_run_reports_label_free_measures_only(own_data, m
     assert set(shares) == set(CLASSES) and sum(shares.values()) == pytest.approx(1.0)
     summary = (runs / "plain" / "summary.md").read_text()
     assert "no target accuracy" in summary and "mean confidence" in summary
+    from tamebias.report.html import write_report
+
+    page = write_report([runs / "plain"], runs / "report.html").read_text()
+    assert "No target accuracy" in page and "mean confidence" in page
 
 
 def test_transductive_use_is_explicit_and_reported(own_data, tmp_path):

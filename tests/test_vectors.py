@@ -133,3 +133,17 @@ def test_feature_views_are_deterministic_and_scaled_to_the_source(vector_domains
     assert dropped == pytest.approx(0.2, abs=0.1)  # feature dropout sets dims to their mean
     with pytest.raises(DataError, match="no pixels"):
         FeatureAugmenter(source, seed=0, policy="natural")
+
+
+def test_the_synthetic_vector_shift_is_fixed_and_registered():
+    from tamebias.tasks import SUITES, TASKS
+
+    source, target = load_dataset("digits-vectors"), load_dataset("digits-vectors-shifted")
+    source_test = load_dataset("digits-vectors", "test")
+    assert source.shape == target.shape == (48, 1, 1) and source.classes == target.classes
+    assert len(source) + len(source_test) == 898  # the first half of the 1,797 digits
+    assert torch.equal(source.images, load_dataset("digits-vectors").images)  # deterministic
+    # the target is moved: its per-dimension means sit away from the source's
+    gap = (target.images.flatten(1).mean(0) - source.images.flatten(1).mean(0)).abs()
+    assert gap.mean() > 0.5 * source.images.flatten(1).std(0).mean()
+    assert TASKS["digits-vectors"].backbone == "mlp" and SUITES["vectors"] == ["digits-vectors"]

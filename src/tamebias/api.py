@@ -325,7 +325,7 @@ class TrainedRun:
         from .data.transforms import to_geometry
 
         size, _, channels = (int(v) for v in self.protocol["input"].split("x"))
-        hint = (size, size) if spec.startswith("folder:") else None
+        hint = (size, size) if spec.startswith(("folder:", "list:", "images:")) else None
         dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
                                hint)
         dataset = to_geometry(dataset, size, channels)
@@ -335,6 +335,12 @@ class TrainedRun:
 
             shift = CategoryShift.from_card(self.protocol["category_shift"])
             dataset, expected = shift.relabel_target(dataset), shift.target_classes
+        if not dataset.is_labeled:
+            raise DataError(f"{spec} ({split}) has no labels to evaluate against")
+        if dataset.classes != expected and "category_shift" not in self.protocol:
+            from .data.target import align_classes  # by name, or by number without names
+
+            dataset = align_classes(expected, dataset, spec)[0]
         if dataset.classes != expected:
             raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
                             f"trained on {expected}")
@@ -388,6 +394,9 @@ def evaluate_run(
     """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
     on another dataset converted to the run's input geometry."""
     run = load_run(run_dir, which, root)
+    test_spec = run.config.data.target_test  # the run's separate labeled test set, if any
+    if target is None and split == "test" and test_spec not in (None, "none", "transductive"):
+        target = test_spec
     dataset = run.load_split(target or run.config.data.target, split)
     return evaluate(run.method.predict, dataset, run.device,
                     rejection=rejection_rule(run.config, run.method, run.protocol))

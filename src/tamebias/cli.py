@@ -183,7 +183,11 @@ def list_registered(
                      " VisDA, DomainNet layout); optional train/ and test/; a relative PATH"
                      " not in the working directory is read from under the data root",
                      "npz:PATH": "arrays x (uint8 N x H x W [x C]) and y (int64): a file, or a "
-                     "folder with train.npz / test.npz"},
+                     "folder with train.npz / test.npz; float x (N x D) is feature vectors "
+                     "(model.backbone=mlp); no y: unlabeled",
+                     "list:FILE": "an image list, lines 'relative/path [label]' (Office / "
+                     "DomainNet / VisDA split files); paths next to the list or under the root",
+                     "images:PATH": "every image under PATH, unlabeled (a target training set)"},
         "backbones": {n: b.description for n, b in BACKBONES.items()},
         "methods": {n: m.description for n, m in METHODS.items()},
         "variants": {n: f"{v.description} ({v.method} {' '.join(v.overrides)})"

@@ -36,6 +36,7 @@ from tamebias.data.readers import (
     read_usps_libsvm,
 )
 from tamebias.data.transforms import to_geometry
+from tamebias.data.vector_shift import VECTOR_DATASETS
 from tamebias.data.vectors import npz_kind, read_array_npz
 
 SPLITS = ("train", "test")
@@ -287,6 +288,11 @@ DATASETS: dict[str, DatasetInfo] = {
                     "fixed 70/30 split", SPLITS, _load_ucidigits),
     )
 }
+
+
+# feature-vector datasets (a synthetic shift made here; data/vector_shift.py)
+DATASETS.update({name: DatasetInfo(name, description, SPLITS, loader)
+                 for name, (description, loader) in VECTOR_DATASETS.items()})
 
 
 def _folder_classes(folder: Path) -> list[str]:
