@@ -172,7 +172,7 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
         target=method.needs.target, labeled_target=method.needs.labeled_target,
         on_device=config.data.on_device, source=method.needs.source, augmenter=augmenter,
         source_view=augment.source, target_view=augment.target,
-        strong_target=method.needs.strong_target,
+        strong_target=method.needs.strong_target, workers=config.data.workers,
     )
 
 

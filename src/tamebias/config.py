@@ -77,6 +77,11 @@ class DataConfig:
     target_test: str | None = None
     batch_size: int = 128
     on_device: bool = True
+    # data/stream.py: memory (decode once), stream (decode per batch in `workers` processes),
+    # auto (stream folder/list inputs whose decoded size passes cache_budget_gb)
+    cache: str = "auto"
+    cache_budget_gb: float = 8.0
+    workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # category shift (data/shift.py): a preset name, or class lists (names or indices);
     # all unset = closed set on identical class lists
@@ -347,6 +352,10 @@ def validate(config: RunConfig) -> None:
     if config.train.rejection not in ("entropy", "confidence"):
         raise ConfigError(f"train.rejection must be entropy or confidence, "
                           f"got {config.train.rejection!r}")
+    if config.data.cache not in ("auto", "memory", "stream"):
+        raise ConfigError(f"data.cache must be auto, memory or stream, got {config.data.cache!r}")
+    if config.data.workers < 0 or config.data.cache_budget_gb <= 0:
+        raise ConfigError("data.workers must be >= 0 and data.cache_budget_gb > 0")
     if config.data.batch_size < 1:
         raise ConfigError("data.batch_size must be positive")
     if config.data.size is not None and config.data.size < 8:

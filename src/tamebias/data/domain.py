@@ -15,6 +15,7 @@ from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
 from .imageset import DataError, ImageSet, as_float
 from .shift import resolve_category_shift
+from .stream import STREAMABLE, Prefetcher, choose_cache, is_lazy, lazy_dataset
 from .streams import IndexStream
 from .target import align_classes, check_kinds, load_target
 from .transforms import to_geometry
@@ -80,12 +81,18 @@ def prepare_data(config: DataConfig) -> DomainData:
         decoded = spec.startswith(("folder:", "list:", "images:"))
         return (config.size, config.size) if config.size and decoded else None
 
-    source = load_dataset(config.source, "train", size=hint(config.source), **load)
+    cache, estimate = choose_cache(config)
+
+    def read(spec: str, split: str) -> ImageSet:
+        if cache == "stream" and spec.startswith(STREAMABLE):
+            return lazy_dataset(spec, split, config.size, config.root)
+        return load_dataset(spec, split, size=hint(spec), **load)
+
+    source = read(config.source, "train")
     if not source.is_labeled:
         raise DataError(f"source {config.source} has no labels; the source must be labeled "
                         "(one sub-folder per class, a list with labels, or an npz with y)")
-    sets = load_target(config.target, config.target_test,
-                       lambda spec, split: load_dataset(spec, split, size=hint(spec), **load))
+    sets = load_target(config.target, config.target_test, read)
     target, target_test = sets.train, sets.test
     check_kinds(source, target, config.source, config.target)
     if target_test is not None:
@@ -163,6 +170,7 @@ def prepare_data(config: DataConfig) -> DomainData:
         "target_test_transductive": bool(
             target_test is not None and target_test.meta.get("transductive", False)),
         "input_kind": "vectors" if source.is_vectors else "images",
+        "cache": cache, "cache_estimate_gb": estimate, "cache_budget_gb": config.cache_budget_gb,
         **sets.protocol,
     }
     if shift is not None:
@@ -180,7 +188,7 @@ class DomainStreams:
         self, data: DomainData, batch_size: int, seed: int, device: torch.device,
         target: bool, labeled_target: bool, on_device: bool = True, source: bool = True,
         augmenter: Augmenter | None = None, source_view: str = "none",
-        target_view: str = "none", strong_target: bool = False,
+        target_view: str = "none", strong_target: bool = False, workers: int = 0,
     ) -> None:
         self.device = device
         if augmenter is None and (strong_target or source_view != "none"
@@ -206,8 +214,17 @@ class DomainStreams:
                                 "target training set is unlabeled")
             self.target_labels = data.target_train.labels.to(storage)
             self.labeled_target = IndexStream(len(data.target_train), batch_size, seed * 3 + 2)
+        streamed = {name: (getattr(self, images), stream) for name, images, stream in (
+            ("source", "source_images", self.source), ("target", "target_images", self.target),
+            ("labeled_target", "target_images", self.labeled_target))
+            if stream is not None and is_lazy(getattr(self, images))}
+        self.prefetcher = Prefetcher(streamed, workers, device.type == "cuda") if streamed \
+            else None  # streamed sets: batches decoded by workers, a step ahead
+        self._decoded: dict[str, Tensor] = {}
 
-    def _images(self, storage: Tensor, indices: Tensor) -> Tensor:
+    def _images(self, storage: Tensor, indices: Tensor, name: str = "") -> Tensor:
+        if name in self._decoded:  # decoded by the prefetcher for this step
+            return as_float(self._decoded[name].to(self.device, non_blocking=True))
         images = storage[indices.to(storage.device)].to(self.device, non_blocking=True)
         return as_float(images)
 
@@ -217,24 +234,26 @@ class DomainStreams:
         return self.augmenter(images, view, stream, step)
 
     def _labeled(self, images: Tensor, labels: Tensor, indices: Tensor, view: str,
-                 stream: int, step: int) -> LabeledBatch:
-        return LabeledBatch(self._view(self._images(images, indices), view, stream, step),
+                 stream: int, step: int, name: str = "") -> LabeledBatch:
+        return LabeledBatch(self._view(self._images(images, indices, name), view, stream, step),
                             labels[indices.to(labels.device)].to(self.device), indices)
 
     def batch(self, step: int) -> DomainBatch:
+        self._decoded = self.prefetcher.get(step) if self.prefetcher is not None else {}
         source = None
         if self.source is not None:
             source = self._labeled(self.source_images, self.source_labels,
-                                   self.source.indices(step), self.source_view, 0, step)
+                                   self.source.indices(step), self.source_view, 0, step,
+                                   "source")
         target = labeled_target = None
         if self.target is not None:
             target_indices = self.target.indices(step)
-            clean = self._images(self.target_images, target_indices)
+            clean = self._images(self.target_images, target_indices, "target")
             strong = self._view(clean, "strong", 3, step) if self.strong_target else None
             target = UnlabeledBatch(self._view(clean, self.target_view, 1, step),
                                     target_indices, strong)
         if self.labeled_target is not None:
             labeled_target = self._labeled(self.target_images, self.target_labels,
                                            self.labeled_target.indices(step),
-                                           self.target_view, 2, step)
+                                           self.target_view, 2, step, "labeled_target")
         return DomainBatch(source, target, labeled_target)

@@ -123,6 +123,7 @@ class ImageSet:
     def subset(self, indices: Tensor | np.ndarray, name: str | None = None) -> ImageSet:
         indices = torch.as_tensor(indices, dtype=torch.int64)
         return ImageSet(
-            self.images[indices], self.labels[indices], list(self.classes),
+            self.images.select(indices) if not isinstance(self.images, Tensor)  # streamed
+            else self.images[indices], self.labels[indices], list(self.classes),
             name or self.name, dict(self.meta),
         )
