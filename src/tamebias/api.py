@@ -17,10 +17,12 @@ from . import __version__
 from .config import ConfigError, RunConfig, load_config
 from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
-from .evaluation.metrics import Evaluation, evaluate
+from .data.imageset import as_float
+from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
 from .lineage import lineage_for, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
+from .models.norm import use_domain
 from .rundir import confined, hold_run, read_json, remove_leftovers, write_json_atomic
 from .training import checkpoint
 from .training.trainer import Trainer
@@ -51,10 +53,13 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
     lineage: dict[str, Any] = field(default_factory=dict)  # lineage.py: the runs it reuses
+    # what the selected model predicts on the unlabeled target training images (no labels)
+    target_predictions: dict[str, Any] | None = None
 
     @property
-    def accuracy(self) -> float:
-        return self.target["accuracy"]
+    def accuracy(self) -> float | None:
+        """Target test accuracy; None when the run had no labeled target evaluation set."""
+        return self.target.get("accuracy")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +151,10 @@ def build_run(config: RunConfig, data: DomainData | None = None):
         config.model.backbone, data.num_classes, channels, size, config.model.pretrained,
         config.model.channels_last, norm=config.model.norm,
         pretrained_lr_scale=config.model.pretrained_lr_scale,
+        mlp_widths=config.model.mlp_widths, mlp_dropout=config.model.mlp_dropout,
     )
+    if hasattr(classifier.backbone, "fit_inputs"):  # the mlp: source statistics, no target
+        classifier.backbone.fit_inputs(data.source_train.images)
     method = build_method(config.method, classifier).to(device)
     return data, method, device
 
@@ -156,14 +164,20 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
     """The run's batch streams, with the configured augmentation views."""
     augment = config.data.augment
     channels, size = data.geometry[0], data.geometry[1]
-    augmenter = Augmenter(augment.policy, channels, size, config.train.seed, augment.strength,
-                          device)
+    if data.source_train.is_vectors:  # feature-space views: noise and feature dropout
+        from .data.vectors import FeatureAugmenter
+
+        augmenter = FeatureAugmenter(data.source_train.images, config.train.seed,
+                                     augment.strength, device, augment.policy)
+    else:
+        augmenter = Augmenter(augment.policy, channels, size, config.train.seed,
+                              augment.strength, device)
     return DomainStreams(
         data, config.data.batch_size, config.train.seed, device,
         target=method.needs.target, labeled_target=method.needs.labeled_target,
         on_device=config.data.on_device, source=method.needs.source, augmenter=augmenter,
         source_view=augment.source, target_view=augment.target,
-        strong_target=method.needs.strong_target,
+        strong_target=method.needs.strong_target, workers=config.data.workers,
     )
 
 
@@ -190,6 +204,9 @@ def fit(
     selection = method_class.selection or config.train.selection
     lineage = lineage_for(config.to_dict(), run_dir)  # its parent runs, before any data
     data, method, device = build_run(config, data)
+    if selection == "target_oracle" and data.target_test is None:
+        raise ConfigError("train.selection=target_oracle needs a labeled target test set; "
+                          "this target has none (see data.target_test)")
     with hold_run(run_dir):  # one training process per run folder
         return _train(config, run_dir, data, method, device, selection, lineage, wall_start)
 
@@ -230,25 +247,34 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one
         adapt_to_target(method, data.target_train.images, device)
-        final_accuracy = trainer.evaluate()[0].accuracy
+        adapted = trainer.evaluate()[0]
+        final_accuracy = adapted.accuracy if adapted is not None else None
     if selection != "last" and trainer.best_path.exists():
         method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
     if config.train.adabn:
         adapt_to_target(method, data.target_train.images, device)
         checkpoint.save_atomic({"method": method.state_dict()}, run_dir / ADABN_FILE)
     target, source = trainer.evaluate()
+    method.eval()
+    with use_domain(method, "target"):
+        predictions = prediction_statistics(method.predict, data.target_train.images,
+                                            data.classes, device)
     result = RunResult(
         run_dir=str(run_dir),
         method=config.method.name,
         task=task_name(config),
         selection=selection,
         analysis_only=lineage["analysis_only"],  # its own rule, or a parent's
-        target=target.to_dict(),
+        target=target.to_dict() if target is not None else {
+            "accuracy": None, "mean_class_accuracy": None, "count": 0,
+            "note": "no labeled target evaluation set: " + data.protocol.get(
+                "target_evaluation", "none")},
         source_val=source.to_dict() if source else None,
         selected=report.selected,
         final_target_accuracy=final_accuracy,
         oracle_best_target_accuracy=max(
-            (r["target_accuracy"] for r in report.history), default=None),
+            (r["target_accuracy"] for r in report.history
+             if r["target_accuracy"] is not None), default=None),
         history=report.history,
         protocol=data.protocol,
         steps=report.steps,
@@ -259,6 +285,7 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         config=config.to_dict(),
         stage_seconds=report.stage_seconds,
         lineage=lineage,
+        target_predictions=predictions,
     )
     write_json_atomic(run_dir / "result.json", result.to_dict())
     return result
@@ -269,7 +296,7 @@ ADABN_FILE = "adabn.pt"
 
 def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int = 500):
     for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size].to(device).float().div_(255)
+        yield as_float(images[start : start + batch_size].to(device))
 
 
 def adapt_to_target(method: Method, images: torch.Tensor, device: torch.device) -> int:
@@ -327,7 +354,7 @@ class TrainedRun:
         from .data.transforms import to_geometry
 
         size, _, channels = (int(v) for v in self.protocol["input"].split("x"))
-        hint = (size, size) if spec.startswith("folder:") else None
+        hint = (size, size) if spec.startswith(("folder:", "list:", "images:")) else None
         dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
                                hint)
         dataset = to_geometry(dataset, size, channels)
@@ -337,6 +364,12 @@ class TrainedRun:
 
             shift = CategoryShift.from_card(self.protocol["category_shift"])
             dataset, expected = shift.relabel_target(dataset), shift.target_classes
+        if not dataset.is_labeled:
+            raise DataError(f"{spec} ({split}) has no labels to evaluate against")
+        if dataset.classes != expected and "category_shift" not in self.protocol:
+            from .data.target import align_classes  # by name, or by number without names
+
+            dataset = align_classes(expected, dataset, spec)[0]
         if dataset.classes != expected:
             raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
                             f"trained on {expected}")
@@ -361,7 +394,9 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
                                   size, config.model.pretrained, config.model.channels_last,
                                   load_weights=False, norm=config.model.norm,
-                                  pretrained_lr_scale=config.model.pretrained_lr_scale)
+                                  pretrained_lr_scale=config.model.pretrained_lr_scale,
+                                  mlp_widths=config.model.mlp_widths,
+                                  mlp_dropout=config.model.mlp_dropout)
     method = build_method(config.method, classifier).to(target_device)
     if which.startswith("stage:"):
         path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"
@@ -392,6 +427,9 @@ def evaluate_run(
     """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
     on another dataset converted to the run's input geometry."""
     run = load_run(run_dir, which, root)
+    test_spec = run.config.data.target_test  # the run's separate labeled test set, if any
+    if target is None and split == "test" and test_spec not in (None, "none", "transductive"):
+        target = test_spec
     dataset = run.load_split(target or run.config.data.target, split)
     return evaluate(run.method.predict, dataset, run.device,
                     rejection=rejection_rule(run.config, run.method, run.protocol))

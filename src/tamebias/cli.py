@@ -51,9 +51,11 @@ def _result_table(title: str, results) -> Table:
     for column in ("method", "target acc %", "per class %", "selected by", "img/s", "wall s"):
         table.add_column(column, no_wrap=True)
     for result in results:
+        labeled = result.accuracy is not None
         table.add_row(
             result.method + (" (analysis)" if result.analysis_only else ""),
-            f"{100 * result.accuracy:.2f}", f"{100 * result.target['mean_class_accuracy']:.2f}",
+            f"{100 * result.accuracy:.2f}" if labeled else "n/a (no labels)",
+            f"{100 * result.target['mean_class_accuracy']:.2f}" if labeled else "n/a",
             result.selection, f"{result.train_images_per_second:.0f}",
             f"{result.wall_seconds:.0f}",
         )
@@ -106,6 +108,19 @@ def fit(
         _fail(error)
     write_run_report(result.run_dir)
     console.print(_result_table("result", [result]))
+    _evaluation_notes(result)
+
+
+def _evaluation_notes(result) -> None:
+    """Say what the accuracy was measured on when that is not a held-out labeled split."""
+    from .report.figures import evaluation_note, label_free_lines
+
+    if result.accuracy is None:
+        console.print(f"[bold]no target accuracy:[/] {escape(result.target.get('note', ''))}")
+        for line in label_free_lines(result.to_dict()):
+            console.print(escape(line))
+    elif result.protocol.get("target_test_transductive"):
+        console.print(f"[bold]transductive:[/] {escape(evaluation_note(result.protocol))}")
 
 
 @app.command("eval")
@@ -186,7 +201,11 @@ def list_registered(
                      " VisDA, DomainNet layout); optional train/ and test/; a relative PATH"
                      " not in the working directory is read from under the data root",
                      "npz:PATH": "arrays x (uint8 N x H x W [x C]) and y (int64): a file, or a "
-                     "folder with train.npz / test.npz"},
+                     "folder with train.npz / test.npz; float x (N x D) is feature vectors "
+                     "(model.backbone=mlp); no y: unlabeled",
+                     "list:FILE": "an image list, lines 'relative/path [label]' (Office / "
+                     "DomainNet / VisDA split files); paths next to the list or under the root",
+                     "images:PATH": "every image under PATH, unlabeled (a target training set)"},
         "backbones": {n: b.description for n, b in BACKBONES.items()},
         "methods": {n: m.description for n, m in METHODS.items()},
         "variants": {n: f"{v.description} ({v.method} {' '.join(v.overrides)})"

@@ -72,8 +72,16 @@ class DataConfig:
     target_subset: int | None = None
     subset_seed: int = 0
     source_val_fraction: float = 0.1
+    # the labeled target evaluation set (data/target.py): unset = the target's own test split;
+    # a spec (folder:, list:, npz:, a name); "transductive"; or "none" (no target accuracy)
+    target_test: str | None = None
     batch_size: int = 128
     on_device: bool = True
+    # data/stream.py: memory (decode once), stream (decode per batch in `workers` processes),
+    # auto (stream folder/list inputs whose decoded size passes cache_budget_gb)
+    cache: str = "auto"
+    cache_budget_gb: float = 8.0
+    workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # category shift (data/shift.py): a preset name, or class lists (names or indices);
     # all unset = closed set on identical class lists
@@ -93,6 +101,9 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory format for convolutions (faster on CPU and GPU)
     # none | bn | in | ibn | dsbn (models/norm.py); unset: the backbone's own (LeNet none, else bn)
     norm: str | None = None
+    # the mlp backbone (feature vectors): hidden widths, the last is the feature size; dropout
+    mlp_widths: list[int] = field(default_factory=lambda: [256, 256])
+    mlp_dropout: float = 0.0
 
 
 @dataclass
@@ -335,12 +346,23 @@ def validate(config: RunConfig) -> None:
                               f"got {getattr(augment, name)!r}")
     if augment.strength < 0:
         raise ConfigError("data.augment.strength must not be negative")
+    if not config.model.mlp_widths or min(config.model.mlp_widths) < 1:
+        raise ConfigError("model.mlp_widths must list one or more positive layer widths")
+    if not 0 <= config.model.mlp_dropout < 1:
+        raise ConfigError("model.mlp_dropout must be in [0, 1)")
+    if config.train.selection == "target_oracle" and config.data.target_test == "none":
+        raise ConfigError("train.selection=target_oracle reads target test labels, but "
+                          "data.target_test=none")
     if config.model.pretrained_lr_scale < 0:
         raise ConfigError("model.pretrained_lr_scale must not be negative (0 freezes the "
                           "pretrained body)")
     if config.train.rejection not in ("entropy", "confidence"):
         raise ConfigError(f"train.rejection must be entropy or confidence, "
                           f"got {config.train.rejection!r}")
+    if config.data.cache not in ("auto", "memory", "stream"):
+        raise ConfigError(f"data.cache must be auto, memory or stream, got {config.data.cache!r}")
+    if config.data.workers < 0 or config.data.cache_budget_gb <= 0:
+        raise ConfigError("data.workers must be >= 0 and data.cache_budget_gb > 0")
     if config.data.batch_size < 1:
         raise ConfigError("data.batch_size must be positive")
     if config.data.size is not None and config.data.size < 8:

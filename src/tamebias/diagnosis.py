@@ -14,6 +14,7 @@ import torch
 from .api import TrainedRun, fit, load_run
 from .config import load_config
 from .data.domain import prepare_data
+from .data.imageset import DataError
 from .evaluation.metrics import predict
 from .evaluation.selection import fixed_sample
 from .evaluation.shift import bbse, image_statistics, mmd, proxy_a_distance
@@ -74,6 +75,13 @@ def diagnose(
     if data_root is not None:
         config.data.root = data_root
     data = prepare_data(config.data)
+    if data.source_train.is_vectors:
+        raise DataError("tamebias diagnose draws image samples and pixel statistics, and the "
+                        "data are feature vectors; measure a vector shift from a run's "
+                        "features with tamebias.evaluation.shift (proxy_a_distance, mmd)")
+    if data.target_test is None:
+        raise DataError("tamebias diagnose checks its estimates against a labeled target test "
+                        "set and this target has none; set data.target_test")
     device, method = trained.device, trained.method
     source_set = data.source_val if data.source_val is not None else data.source_train
     source_images = source_set.images[fixed_sample(len(source_set), samples, seed)]

@@ -130,10 +130,19 @@ OFFICEHOME_TASKS = _dance_tasks("officehome", "OfficeHome",
                                 {"a": "Art", "c": "Clipart", "p": "Product", "r": "Real World"},
                                 "officehome/{domain}")
 
+# feature vectors (data/vector_shift.py): a synthetic shift of 48-d vectors, the mlp backbone
+TASKS["digits-vectors"] = Task(
+    "scikit-learn digits as 48-d vectors: half A -> half B under a fixed rotation, scale and "
+    "shift; mlp 256-256 with batch norm; needs no download",
+    {"source": "digits-vectors", "target": "digits-vectors-shifted"},
+    backbone="mlp", steps=2000,
+)
+
 SUITES: dict[str, list[str]] = {
     "digits": ["mnist-usps", "usps-mnist", "mnist-usps-adda", "usps-mnist-adda",
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
+    "vectors": ["digits-vectors"],
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],
     # DANCE's own test (the images, ResNet-50 ImageNet weights and a GPU)

@@ -1,8 +1,11 @@
 """The dataset registry and :func:`load_dataset`, the one entry point for reading data.
 
-A spec is a registered name (see :data:`DATASETS`), ``folder:PATH`` (ImageFolder layout; a
-relative PATH missing from the working directory is read from under the data root) or
-``npz:PATH`` (a prepared ``.npz`` file, or a folder holding ``train.npz`` / ``test.npz``).
+A spec is a registered name (see :data:`DATASETS`), ``folder:PATH`` (ImageFolder layout, or
+a folder of unlabeled images; a relative PATH missing from the working directory is read from
+under the data root), ``npz:PATH`` (a prepared ``.npz`` file, or a folder holding
+``train.npz`` / ``test.npz``; float ``x`` is feature vectors, ``y`` may be absent),
+``list:FILE`` (an image list, ``data/lists.py``) or ``images:PATH`` (every image under PATH,
+unlabeled).
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from tamebias.data.checks import note_outside_root
+from tamebias.data.folder import (
+    has_top_level_images,
+    list_images,
+    read_unlabeled_folder,
+    read_unlabeled_images,
+)
 from tamebias.data.imageset import DataError, DatasetNotFoundError, ImageSet
+from tamebias.data.lists import read_image_list
 from tamebias.data.readers import (
     check_npz_archive,
     is_class_folder,
@@ -28,6 +38,8 @@ from tamebias.data.readers import (
     read_usps_libsvm,
 )
 from tamebias.data.transforms import to_geometry
+from tamebias.data.vector_shift import VECTOR_DATASETS
+from tamebias.data.vectors import npz_kind, read_array_npz
 
 SPLITS = ("train", "test")
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
@@ -276,6 +288,11 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+# feature-vector datasets (a synthetic shift made here; data/vector_shift.py)
+DATASETS.update({name: DatasetInfo(name, description, SPLITS, loader)
+                 for name, (description, loader) in VECTOR_DATASETS.items()})
+
+
 def _folder_classes(folder: Path) -> list[str]:
     return sorted(c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
 
@@ -295,14 +312,33 @@ def _load_folder(spec: str, text: str, split: str, size: tuple[int, int] | None,
         raise DatasetNotFoundError(f"{spec}: {path} is not a folder (expected one per class)")
     note_outside_root(spec, path, _choose_data_root(root)[0])
     train, test = path / "train", path / "test"
-    split_folders = is_class_folder(train) and is_class_folder(test)
-    if split_folders and _folder_classes(train) != _folder_classes(test):
+    split_folders = train.is_dir() and test.is_dir() and not has_top_level_images(path)
+    labeled_splits = not (has_top_level_images(train) or has_top_level_images(test))
+    if (split_folders and labeled_splits and is_class_folder(train) and is_class_folder(test)
+            and _folder_classes(train) != _folder_classes(test)):
         difference = sorted(set(_folder_classes(train)) ^ set(_folder_classes(test)))
         raise DataError(f"{spec}: train/ and test/ have different classes: {difference}")
     target = path / split if split_folders else path
+    if has_top_level_images(target):  # images, no class folders: an unlabeled set
+        return read_unlabeled_folder(target, spec, size, split=split,
+                                     transductive=not split_folders)
     x, y, classes, _ = read_image_folder(target, "RGB", size)
     return _image_set(x, y, classes, spec, split, format="folder", files=[target],
                       transductive=not split_folders)
+
+
+def _find_path(spec: str, text: str, root: str | Path | None) -> Path:
+    """A spec's path: as given (absolute or in the working directory), else under the root."""
+    path = Path(text).expanduser()
+    if path.exists() or path.is_absolute():
+        if not path.exists():
+            raise DatasetNotFoundError(f"{spec}: {path} does not exist")
+        return path
+    data_root, how = _choose_data_root(root)
+    if not (data_root / path).exists():
+        raise DatasetNotFoundError(f"{spec}: no {path} in the working directory nor under "
+                                   f"the data root {data_root} ({how})")
+    return data_root / path
 
 
 def _npz_classes(files: Sequence[Path]) -> list[str]:
@@ -335,6 +371,8 @@ def _load_npz(spec: str, text: str, split: str) -> ImageSet:
             f"{spec}: {path} does not exist (give a .npz file, or a folder with "
             "train.npz and test.npz)"
         )
+    if npz_kind(file) != "images":  # feature vectors, or images without labels
+        return read_array_npz(file, spec, split=split, transductive=transductive)
     x, y = read_npz(file)
     classes = _npz_classes([sibling for sibling in siblings if sibling != file] + [file])
     return _image_set(x, y, classes, spec, split, format="npz", files=[file],
@@ -362,6 +400,15 @@ def load_dataset(
     text = spec.strip()
     if text.startswith("folder:"):
         return _load_folder(text, text[len("folder:"):], split, size, root)
+    if text.startswith(("list:", "images:")):
+        kind, _, rest = text.partition(":")
+        path = _find_path(text, rest, root)
+        if kind == "list":
+            return read_image_list(path, text, size, _choose_data_root(root)[0], split=split,
+                                   transductive=True)
+        files = [path] if path.is_file() else list_images(path)
+        return read_unlabeled_images(files, text, size, where=path, format="images",
+                                     split=split, transductive=True)
     if text.startswith("npz:"):
         result = _load_npz(text, text[len("npz:"):], split)
     elif text.lower() in DATASETS:
@@ -369,8 +416,10 @@ def load_dataset(
     else:
         raise DataError(
             f"unknown dataset {spec!r}. Valid names: {', '.join(DATASETS)}; or folder:PATH "
-            "(one sub-folder per class, optional train/ and test/) or npz:PATH (a .npz file "
-            "with x and y, or a folder holding train.npz and test.npz)"
+            "(one sub-folder per class, optional train/ and test/; or images without class "
+            "folders: unlabeled), npz:PATH (a .npz file with x and y, or a folder holding "
+            "train.npz and test.npz; float x: feature vectors), list:FILE (lines 'path "
+            "[label]') or images:PATH (every image under PATH, unlabeled)"
         )
     if size is not None and tuple(result.shape[1:]) != size:
         result = to_geometry(result, size, result.shape[0])

@@ -3,7 +3,7 @@ serve typed batches from step-indexed streams."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -14,9 +14,11 @@ from . import checks
 from .augment import Augmenter
 from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
-from .imageset import DataError, ImageSet
+from .imageset import DataError, ImageSet, as_float
 from .shift import resolve_category_shift
+from .stream import STREAMABLE, Prefetcher, choose_cache, is_lazy, lazy_dataset
 from .streams import IndexStream
+from .target import align_classes, check_kinds, load_target
 from .transforms import to_geometry
 
 
@@ -28,7 +30,7 @@ class DomainData:
     source_train: ImageSet
     source_val: ImageSet | None
     target_train: ImageSet
-    target_test: ImageSet
+    target_test: ImageSet | None  # None: no labeled target evaluation (an unlabeled target)
     protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,24 +79,50 @@ def prepare_data(config: DataConfig) -> DomainData:
     """Load, subset and convert source and target; every check happens here, before training."""
     load = dict(root=config.root, download=config.download)
     def hint(spec: str) -> tuple[int, int] | None:  # folders of mixed sizes resize on decode
-        return (config.size, config.size) if config.size and spec.startswith("folder:") else None
+        decoded = spec.startswith(("folder:", "list:", "images:"))
+        return (config.size, config.size) if config.size and decoded else None
 
-    source = load_dataset(config.source, "train", size=hint(config.source), **load)
-    target = load_dataset(config.target, "train", size=hint(config.target), **load)
-    if target.meta.get("transductive"):  # no test split: the same images, decoded once
-        target_test = replace(target, meta={**target.meta, "split": "test"})
-    else:
-        target_test = load_dataset(config.target, "test", size=hint(config.target), **load)
+    cache, estimate = choose_cache(config)
+
+    def read(spec: str, split: str) -> ImageSet:
+        if cache == "stream" and spec.startswith(STREAMABLE):
+            return lazy_dataset(spec, split, config.size, config.root)
+        return load_dataset(spec, split, size=hint(spec), **load)
+
+    source = read(config.source, "train")
+    if not source.is_labeled:
+        raise DataError(f"source {config.source} has no labels; the source must be labeled "
+                        "(one sub-folder per class, a list with labels, or an npz with y)")
+    sets = load_target(config.target, config.target_test, read)
+    target, target_test = sets.train, sets.test
+    check_kinds(source, target, config.source, config.target)
+    if target_test is not None:
+        check_kinds(source, target_test, config.source, config.target_test or config.target)
     checks.check_not_empty([(f"{config.source} train", source), (f"{config.target} train", target),
-                            (f"{config.target} test", target_test)])
+                            *([(f"{config.target_test or config.target} test", target_test)]
+                              if target_test is not None else [])])
     checks.check_labels(config.source, [source])
-    checks.check_labels(config.target, [target, target_test])
+    labeled_target = [part for part in (target, target_test)
+                      if part is not None and part.is_labeled]
+    if labeled_target:
+        checks.check_labels(config.target, labeled_target)
 
-    shift = resolve_category_shift(config, source.classes, target.classes)
+    names = target.classes if target.is_labeled else (
+        target_test.classes if target_test is not None else None)
+    shift = None
+    if names is not None or (config.category_shift or config.shared_classes
+                             or config.source_private or config.target_private):
+        if names is None:
+            raise DataError("a category shift needs the target's class names, but the target "
+                            "is unlabeled and no labeled data.target_test is given")
+        shift = resolve_category_shift(config, source.classes, names)
     if shift is not None:  # keep the protocol's classes; target-private ones become "unknown"
         source = shift.relabel_source(source)
-        target, target_test = shift.relabel_target(target), shift.relabel_target(target_test)
-    elif source.classes != target.classes:
+        if target.is_labeled:
+            target = shift.relabel_target(target)
+        if target_test is not None:
+            target_test = shift.relabel_target(target_test)
+    elif target.is_labeled and source.classes != target.classes:
         raise DataError(
             f"class mismatch: source {config.source} has {source.num_classes} classes "
             f"({', '.join(source.classes[:12])}{', ...' if source.num_classes > 12 else ''}) "
@@ -103,6 +131,9 @@ def prepare_data(config: DataConfig) -> DomainData:
             "closed-set adaptation needs the same classes in the same order (for a "
             "category shift set data.category_shift or data.shared_classes)"
         )
+    elif target_test is not None and target_test.classes != source.classes:
+        target_test, sets.protocol["class_alignment"] = align_classes(
+            source.classes, target_test, config.target_test or config.target)
     native = {"source": _native_geometry(source), "target": _native_geometry(target)}
     if config.size is None or config.channels is None:
         if source.shape != target.shape:
@@ -113,10 +144,12 @@ def prepare_data(config: DataConfig) -> DomainData:
             )
     size = config.size or source.shape[1]
     channels = config.channels or source.shape[0]
-    checks.check_decoded_size([source, target, target_test], size, channels)
-    source, target, target_test = (
-        to_geometry(images, size, channels) for images in (source, target, target_test)
-    )
+    if cache == "memory":
+        checks.check_decoded_size([part for part in (source, target, target_test)
+                                   if part is not None], size, channels)
+    source, target = (to_geometry(images, size, channels) for images in (source, target))
+    if target_test is not None:
+        target_test = to_geometry(target_test, size, channels)
 
     train_index, val_index = _split_indices(
         len(source), config.source_subset, config.source_val_fraction, config.subset_seed,
@@ -139,14 +172,18 @@ def prepare_data(config: DataConfig) -> DomainData:
         "source_train": len(source_train),
         "source_val": len(source_val) if source_val is not None else 0,
         "target_train": len(target),
-        "target_test": len(target_test),
+        "target_test": len(target_test) if target_test is not None else 0,
         "subset": (
             f"source {config.source_subset or 'all'}, target {config.target_subset or 'all'}, "
             f"subset_seed {config.subset_seed}"
         ),
         "source_format": source.meta.get("format"),
         "target_format": target.meta.get("format"),
-        "target_test_transductive": bool(target_test.meta.get("transductive", False)),
+        "target_test_transductive": bool(
+            target_test is not None and target_test.meta.get("transductive", False)),
+        "input_kind": "vectors" if source.is_vectors else "images",
+        "cache": cache, "cache_estimate_gb": estimate, "cache_budget_gb": config.cache_budget_gb,
+        **sets.protocol,
     }
     if shift is not None:
         protocol["setting"] = shift.setting
@@ -163,7 +200,7 @@ class DomainStreams:
         self, data: DomainData, batch_size: int, seed: int, device: torch.device,
         target: bool, labeled_target: bool, on_device: bool = True, source: bool = True,
         augmenter: Augmenter | None = None, source_view: str = "none",
-        target_view: str = "none", strong_target: bool = False,
+        target_view: str = "none", strong_target: bool = False, workers: int = 0,
     ) -> None:
         self.device = device
         if augmenter is None and (strong_target or source_view != "none"
@@ -184,12 +221,24 @@ class DomainStreams:
         if target:
             self.target = IndexStream(len(data.target_train), batch_size, seed * 3 + 1)
         if labeled_target:
+            if not data.target_train.is_labeled:
+                raise DataError("this method trains on target labels (the oracle), but the "
+                                "target training set is unlabeled")
             self.target_labels = data.target_train.labels.to(storage)
             self.labeled_target = IndexStream(len(data.target_train), batch_size, seed * 3 + 2)
+        streamed = {name: (getattr(self, images), stream) for name, images, stream in (
+            ("source", "source_images", self.source), ("target", "target_images", self.target),
+            ("labeled_target", "target_images", self.labeled_target))
+            if stream is not None and is_lazy(getattr(self, images))}
+        self.prefetcher = Prefetcher(streamed, workers, device.type == "cuda") if streamed \
+            else None  # streamed sets: batches decoded by workers, a step ahead
+        self._decoded: dict[str, Tensor] = {}
 
-    def _images(self, storage: Tensor, indices: Tensor) -> Tensor:
+    def _images(self, storage: Tensor, indices: Tensor, name: str = "") -> Tensor:
+        if name in self._decoded:  # decoded by the prefetcher for this step
+            return as_float(self._decoded[name].to(self.device, non_blocking=True))
         images = storage[indices.to(storage.device)].to(self.device, non_blocking=True)
-        return images.float().div_(255)
+        return as_float(images)
 
     def _view(self, images: Tensor, view: str, stream: int, step: int) -> Tensor:
         if view == "none" or self.augmenter is None:
@@ -197,24 +246,26 @@ class DomainStreams:
         return self.augmenter(images, view, stream, step)
 
     def _labeled(self, images: Tensor, labels: Tensor, indices: Tensor, view: str,
-                 stream: int, step: int) -> LabeledBatch:
-        return LabeledBatch(self._view(self._images(images, indices), view, stream, step),
+                 stream: int, step: int, name: str = "") -> LabeledBatch:
+        return LabeledBatch(self._view(self._images(images, indices, name), view, stream, step),
                             labels[indices.to(labels.device)].to(self.device), indices)
 
     def batch(self, step: int) -> DomainBatch:
+        self._decoded = self.prefetcher.get(step) if self.prefetcher is not None else {}
         source = None
         if self.source is not None:
             source = self._labeled(self.source_images, self.source_labels,
-                                   self.source.indices(step), self.source_view, 0, step)
+                                   self.source.indices(step), self.source_view, 0, step,
+                                   "source")
         target = labeled_target = None
         if self.target is not None:
             target_indices = self.target.indices(step)
-            clean = self._images(self.target_images, target_indices)
+            clean = self._images(self.target_images, target_indices, "target")
             strong = self._view(clean, "strong", 3, step) if self.strong_target else None
             target = UnlabeledBatch(self._view(clean, self.target_view, 1, step),
                                     target_indices, strong)
         if self.labeled_target is not None:
             labeled_target = self._labeled(self.target_images, self.target_labels,
                                            self.labeled_target.indices(step),
-                                           self.target_view, 2, step)
+                                           self.target_view, 2, step, "labeled_target")
         return DomainBatch(source, target, labeled_target)

@@ -262,18 +262,33 @@ def read_image_folder(
     ``mode`` is "RGB" or "L"; ``size`` is ``(H, W)`` to resize every image (bilinear).
     Returns ``x``, ``y``, the class names and the files in order.
     """
+    classes, samples = list_image_folder(path)
+    files = [file for file, _ in samples]
+    x = decode_images(files, mode, size, path)
+    y = np.array([label for _, label in samples], dtype=np.int64)
+    return x, y, classes, files
+
+
+def decode_images(
+    files: list[Path], mode: str = "RGB", size: tuple[int, int] | None = None,
+    where: str | Path = "",
+) -> np.ndarray:
+    """Decode image ``files`` with PIL into one uint8 ``N x H x W [x C]`` array.
+
+    ``mode`` is "RGB" or "L"; ``size`` is ``(H, W)`` to resize every image (bilinear); without
+    it every image must have the same size (``where`` names the collection in the error).
+    """
     from PIL import Image
 
     if mode not in ("RGB", "L"):
         raise DataError(f"image mode must be 'RGB' or 'L', got {mode!r}")
-    classes, samples = list_image_folder(path)
     channel_shape = (3,) if mode == "RGB" else ()
     images: np.ndarray | list[np.ndarray]
     if size is not None:
-        images = np.empty((len(samples), *size, *channel_shape), dtype=np.uint8)
+        images = np.empty((len(files), *size, *channel_shape), dtype=np.uint8)
     else:
         images = []
-    for index, (file, _) in enumerate(samples):
+    for index, file in enumerate(files):
         try:
             with Image.open(file) as image:
                 image = image.convert(mode)
@@ -287,12 +302,12 @@ def read_image_folder(
         else:
             if images and pixels.shape != images[0].shape:
                 raise DataError(
-                    f"{path}: images differ in size ({samples[0][0].name} is "
-                    f"{images[0].shape[1]}x{images[0].shape[0]}, {file.name} is "
+                    f"{where}: images differ in size ({Path(files[0]).name} is "
+                    f"{images[0].shape[1]}x{images[0].shape[0]}, {Path(file).name} is "
                     f"{pixels.shape[1]}x{pixels.shape[0]}); set the input size "
                     "(data.size) so they are all resized to one H x W"
                 )
             images.append(pixels)
-    x = images if isinstance(images, np.ndarray) else np.stack(images)
-    y = np.array([label for _, label in samples], dtype=np.int64)
-    return x, y, classes, [file for file, _ in samples]
+    if isinstance(images, np.ndarray):
+        return images
+    return np.stack(images) if images else np.empty((0, 1, 1, *channel_shape), np.uint8)

@@ -33,6 +33,17 @@ def to_geometry(images: ImageSet, size: int | tuple[int, int], channels: int) ->
     """
     height, width = _normalise_size(size)
     source_channels, source_height, source_width = images.shape
+    if not isinstance(images.images, torch.Tensor):  # streamed (data/stream.py)
+        return ImageSet(images.images.converted((height, width), channels), images.labels,
+                        list(images.classes), images.name, dict(images.meta))
+    if images.is_vectors:  # feature vectors have no geometry to convert
+        if (height, width, channels) != (1, 1, source_channels):
+            raise DataError(
+                f"{images.name}: feature vectors ({source_channels} dimensions) have no image "
+                f"size or channels to convert to {height}x{width}x{channels}; leave data.size "
+                "and data.channels unset")
+        return ImageSet(images.images, images.labels, list(images.classes), images.name,
+                        dict(images.meta))
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
     if source_channels not in (1, 3):

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data.imageset import ImageSet
+from ..data.imageset import ImageSet, as_float
 from .confusion import confusion_matrix
 from .openset import evaluate_logits
 
-__all__ = ["Evaluation", "confusion_matrix", "evaluate", "predict", "summarize"]
+__all__ = ["Evaluation", "confusion_matrix", "evaluate", "predict", "prediction_statistics",
+           "summarize"]
 
 
 @dataclass
@@ -52,12 +53,30 @@ def predict(
     model: Callable[[Tensor], Tensor], images: Tensor, device: torch.device,
     batch_size: int = 1024,
 ) -> Tensor:
-    """Outputs of ``model`` for uint8 images, moved to ``device`` one chunk at a time."""
+    """Outputs of ``model`` for uint8 images (or float feature vectors), moved to ``device``
+    one chunk at a time."""
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size].to(device, non_blocking=True)
-        outputs.append(model(chunk.float().div_(255)))
+        outputs.append(model(as_float(chunk)))
     return torch.cat(outputs)
+
+
+def prediction_statistics(
+    model: Callable[[Tensor], Tensor], images: Tensor, classes: list[str],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What a model predicts on unlabeled images, without labels: the share of each predicted
+    class, the mean top-class probability and the mean prediction entropy (nats)."""
+    logits = predict(model, images, device).float()
+    probabilities = logits.softmax(1)
+    shares = torch.bincount(probabilities.argmax(1), minlength=len(classes)).double()
+    shares = shares / max(len(images), 1)
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(1)
+    return {"count": len(images),
+            "predicted_class_share": dict(zip(classes, shares.tolist(), strict=False)),
+            "mean_confidence": float(probabilities.max(1).values.mean()) if len(images) else None,
+            "mean_entropy": float(entropy.mean()) if len(images) else None}
 
 
 def evaluate(

@@ -36,6 +36,12 @@ def build_method(config: MethodConfig, classifier: Classifier) -> Method:
         raise ConfigError(
             f"model.norm=dsbn needs a method that trains on both domains and routes each to "
             f"its own norms ({aware}); {config.name} does not")
+    if method_class.images_only and getattr(
+            classifier.backbone, "takes_vectors", False):
+        raise ConfigError(
+            f"{config.name} translates images pixel by pixel and cannot run on feature "
+            "vectors (or the mlp backbone); for vectors use source_only, dann, adda, dance, "
+            "self_training, fixmatch or mean_teacher")
     method = method_class(config, classifier)
     method.freeze()
     return method

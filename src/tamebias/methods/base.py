@@ -75,6 +75,7 @@ class Method(nn.Module):
     analysis_only: ClassVar[bool] = False  # trained with target labels: never a headline
     frozen_modules: ClassVar[tuple[str, ...]] = ()
     selection: ClassVar[str | None] = None  # forces a model-selection rule when set
+    images_only: ClassVar[bool] = False  # works on pixels: refused on feature vectors
     # routes source and target forwards to their own domain-specific norms (model.norm=dsbn)
     domain_aware: ClassVar[bool] = False
 

@@ -51,6 +51,9 @@ def rotate_batch(images: Tensor) -> tuple[Tensor, Tensor]:
     steps; every part of a concatenated batch (source, then target) gets all four turns
     equally, so the turn says nothing about the domain. One rotated copy, no host sync.
     Square images only (a quarter turn swaps height and width)."""
+    if images.shape[-2:] == (1, 1):
+        raise ValueError("rotation prediction turns images, and the data are feature vectors; "
+                         "set method.rotation_steps=0")
     if images.shape[-1] != images.shape[-2]:
         raise ValueError("rotation prediction needs square images, got "
                          f"{images.shape[-2]}x{images.shape[-1]}")

@@ -97,6 +97,7 @@ class CyCADA(Method):
 
     Config = CyCADAConfig
     description = "CyCADA: CycleGAN pixel alignment + semantic consistency (+ ADDA features, 2018)"
+    images_only = True  # translates pixels: refused on feature vectors
     frozen_modules = ("teacher", "source_encoder")
 
     def __init__(self, config: CyCADAConfig, classifier: Classifier) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..registry import lookup
+from .mlp import MLP
 from .norm import NORMS, convert_norm
 
 
@@ -162,23 +163,34 @@ BACKBONES: dict[str, BackboneInfo] = {
         lambda channels, size, pretrained, load: ResNet("resnet50", channels, size, pretrained,
                                                         load),
     ),
+    "mlp": BackboneInfo(
+        "multilayer perceptron for feature vectors (npz with float x): inputs standardized "
+        "with source statistics; widths model.mlp_widths, batch norm unless model.norm=none",
+        lambda channels, size, pretrained, load: MLP(channels * size * size, [256, 256]),
+    ),
 }
 
 
 def build_backbone(
     name: str, in_channels: int, size: int, pretrained: str | None = None,
     load_weights: bool = True, norm: str | None = None,
+    mlp_widths: list[int] | None = None, mlp_dropout: float = 0.0,
 ) -> nn.Module:
     """``load_weights=False`` builds the pretrained layout without reading the weights (for
     restoring a checkpoint of a run that started from them). ``norm`` (``models/norm.py``:
     none, bn, in, ibn, dsbn) converts the backbone's batch norms; unset keeps its default
-    (none for LeNet, bn otherwise)."""
+    (none for LeNet, bn otherwise). ``mlp_widths`` / ``mlp_dropout`` shape the mlp."""
     info = lookup(BACKBONES, name, "backbone")
     kind = norm or info.default_norm
     if kind not in NORMS:
         raise ValueError(f"model.norm must be one of {', '.join(NORMS)}, got {kind!r}")
     if name == "lenet" and kind != "none":
         network = LeNet(in_channels, size, batch_norm=True)  # BN layers to convert from
+    elif name == "mlp":
+        if pretrained:
+            raise ValueError("backbone 'mlp' has no pretrained weights")
+        network = MLP(in_channels * size * size, mlp_widths or [256, 256],
+                      batch_norm=kind != "none", dropout=mlp_dropout)
     else:
         network = info.build(in_channels, size, pretrained, load_weights)
     return convert_norm(network, kind)

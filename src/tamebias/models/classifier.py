@@ -51,12 +51,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def build_classifier(
     backbone: str, num_classes: int, channels: int, size: int, pretrained: str | None = None,
     channels_last: bool = True, load_weights: bool = True, norm: str | None = None,
-    pretrained_lr_scale: float = 1.0,
+    pretrained_lr_scale: float = 1.0, mlp_widths: list[int] | None = None,
+    mlp_dropout: float = 0.0,
 ) -> Classifier:
     """The backbone by name plus a head; ImageNet-pretrained backbones get ImageNet
     normalization, everything else maps [0, 1] to [-1, 1]. A pretrained backbone is marked
-    with ``lr_scale`` (``pretrained_lr_scale``), which every optimizer over it applies."""
-    network = build_backbone(backbone, channels, size, pretrained, load_weights, norm)
+    with ``lr_scale`` (``pretrained_lr_scale``), which every optimizer over it applies.
+    Feature vectors (``size`` 1, ``channels`` the dimension) need the ``mlp`` backbone, which
+    standardizes its own inputs."""
+    if size == 1 and backbone != "mlp":
+        raise ValueError(f"the data are feature vectors ({channels} dimensions) but "
+                         f"model.backbone={backbone} reads images; use model.backbone=mlp")
+    network = build_backbone(backbone, channels, size, pretrained, load_weights, norm,
+                             mlp_widths, mlp_dropout)
+    if backbone == "mlp":
+        return Classifier(network, num_classes, (0.0,), (1.0,), channels_last=False)
     if pretrained:
         network.lr_scale = pretrained_lr_scale
     if pretrained and channels == 3:

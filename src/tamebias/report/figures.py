@@ -53,7 +53,9 @@ def plot_curves(records: list[dict], path: Path) -> None:
         left.legend(fontsize=8)
     if evals:
         x = [r["global_step"] for r in evals]
-        right.plot(x, [100 * r["target_accuracy"] for r in evals], "o-", label="target test")
+        if evals[0].get("target_accuracy") is not None:
+            right.plot(x, [100 * (r["target_accuracy"] or 0) for r in evals], "o-",
+                       label="target test")
         if evals[0].get("source_val_accuracy") is not None:
             right.plot(x, [100 * (r["source_val_accuracy"] or 0) for r in evals], "s-",
                        label="source val")
@@ -71,19 +73,23 @@ def write_run_report(run_dir: str | Path) -> Path:
     result = json.loads((run_dir / "result.json").read_text())
     classes = result["protocol"]["classes"]
     target = result["target"]
-    plot_confusion(target["confusion"], classes, run_dir / "confusion.png",
-                   f"{result['method']} on {result['task']} (target test)")
     plot_curves(read_json_lines(run_dir / "metrics.jsonl"), run_dir / "curves.png")
     selected = result["selected"] or {}
+    picked = (f"model picked by `{result['selection']}` at {selected.get('stage')} step "
+              f"{selected.get('step')}" + (" — *analysis only (uses target labels)*"
+                                           if result["analysis_only"] else ""))
+    if target.get("accuracy") is None:  # no labeled target evaluation set
+        return _write_unlabeled_summary(run_dir, result, picked)
+    plot_confusion(target["confusion"], classes, run_dir / "confusion.png",
+                   f"{result['method']} on {result['task']} (target test)")
     per_class = " | ".join(f"{100 * a:.1f}" for a in target["per_class_accuracy"])
     lines = [
         f"# {result['method']} — {result['task']}",
         "",
         f"- target test accuracy: **{100 * target['accuracy']:.2f}%** "
-        f"(mean per class {100 * target['mean_class_accuracy']:.2f}%), "
-        f"model picked by `{result['selection']}` at {selected.get('stage')} step "
-        f"{selected.get('step')}" + (" — *analysis only (uses target labels)*"
-                                     if result["analysis_only"] else ""),
+        f"(mean per class {100 * target['mean_class_accuracy']:.2f}%), {picked}",
+        *([f"- **transductive**: {evaluation_note(result['protocol'])}"]
+          if result["protocol"].get("target_test_transductive") else []),
         "- source validation accuracy: "
         + (f"{100 * result['source_val']['accuracy']:.2f}%" if result["source_val"] else "n/a"),
         f"- protocol: {json.dumps(result['protocol'])}",
@@ -102,4 +108,54 @@ def write_run_report(run_dir: str | Path) -> Path:
         "`metrics.jsonl`, `checkpoint.pt` (last), `best.pt` (selected), `result.json`.",
     ]
     write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
+    return run_dir / "summary.md"
+
+
+def evaluation_note(protocol: dict) -> str:
+    """One line on what the target accuracy was measured on (transductive use is named)."""
+    note = protocol.get("target_evaluation") or "the target test split"
+    shared = protocol.get("target_test_shared_files")
+    if shared:
+        note += f"; {shared} of the {protocol.get('target_test')} test images are also " \
+                "unlabeled target training images"
+    return note
+
+
+def label_free_lines(result: dict) -> list[str]:
+    """The selected model's label-free validator values and its target prediction statistics."""
+    validators = (result.get("selected") or {}).get("validators") or {}
+    lines = ["- label-free validators of the selected model (higher is better): "
+             + (", ".join(f"{name} {value:.4f}" for name, value in validators.items())
+                or "none recorded")]
+    predictions = result.get("target_predictions")
+    if predictions:
+        shares = sorted(predictions["predicted_class_share"].items(), key=lambda kv: -kv[1])
+        lines.append(
+            f"- predictions on {predictions['count']} unlabeled target images: mean confidence "
+            f"{predictions['mean_confidence']:.3f}, mean entropy "
+            f"{predictions['mean_entropy']:.3f} nats; predicted class shares "
+            + ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares[:20])
+            + (", ..." if len(shares) > 20 else ""))
+    return lines
+
+
+def _write_unlabeled_summary(run_dir: Path, result: dict, picked: str) -> Path:
+    lines = [
+        f"# {result['method']} — {result['task']}",
+        "",
+        f"- **no target accuracy**: {result['target'].get('note', 'no labeled target set')}. "
+        f"Only label-free measures are reported; {picked}.",
+        *label_free_lines(result),
+        "- source validation accuracy: "
+        + (f"{100 * result['source_val']['accuracy']:.2f}%" if result["source_val"] else "n/a"),
+        f"- protocol: {json.dumps(result['protocol'])}",
+        f"- {result['steps']} steps, {result['train_images_per_second']:.0f} train images/s, "
+        f"wall {result['wall_seconds']:.1f} s on {result['machine']}",
+        "",
+        "![curves](curves.png)",
+        "",
+        "Give a labeled evaluation set with `--set data.target_test=folder:PATH` (or list:FILE, "
+        "npz:PATH) to measure accuracy.",
+    ]
+    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return run_dir / "summary.md"

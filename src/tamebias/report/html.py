@@ -70,9 +70,11 @@ def _validator_curves(history: list[dict[str, Any]]) -> Callable[[io.BytesIO], N
             scaled = [(v - low) / (high - low) if high > low else 0.5 for v in values]
             axes.plot(steps, scaled, ".-", label=name)
         accuracy = [r["target_accuracy"] for r in records]
-        low, high = min(accuracy), max(accuracy)
-        axes.plot(steps, [(a - low) / (high - low) if high > low else 0.5 for a in accuracy],
-                  "k--", lw=2, label="target accuracy (analysis)")
+        if None not in accuracy:  # an unlabeled target has no accuracy to draw
+            low, high = min(accuracy), max(accuracy)
+            axes.plot(steps, [(a - low) / (high - low) if high > low else 0.5
+                              for a in accuracy], "k--", lw=2,
+                      label="target accuracy (analysis)")
         axes.set_xlabel("step")
         axes.set_ylabel("min-max scaled within run")
         axes.set_title("validators over training (higher is better)")
@@ -125,6 +127,14 @@ def run_section(run_dir: Path) -> str:
     curves = _validator_curves(result["history"])
     if curves is not None:
         parts.append(_figure(_png(curves), "unsupervised validators at each evaluation"))
+    if target.get("accuracy") is None:  # no labeled target evaluation set
+        from .figures import label_free_lines
+
+        parts += ["<h3>No target accuracy</h3>",
+                  f"<p>{html.escape(target.get('note', 'no labeled target set'))}</p>",
+                  "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>"
+                                   for line in label_free_lines(result)) + "</ul>"]
+        return "\n".join(parts)
     parts += [
         "<h3>Target accuracy per class</h3>",
         _figure(_png(lambda b: plot_per_class(target["per_class_accuracy"], classes, b)),

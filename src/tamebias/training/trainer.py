@@ -117,13 +117,16 @@ class Trainer:
         self.probe = ValidationProbe(data, device)  # unsupervised validators, every evaluation
 
     # -- evaluation -----------------------------------------------------------------------
-    def evaluate(self) -> tuple[Evaluation, Evaluation | None]:
+    def evaluate(self) -> tuple[Evaluation | None, Evaluation | None]:
+        """Target test and source validation metrics (each None when that set is absent)."""
         self.method.eval()
         with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if self.amp and
                                self.device.type == "cuda" else contextlib.nullcontext()):
-            with use_domain(self.method, "target"):
-                target = evaluate(self.method.predict, self.data.target_test, self.device,
-                                  rejection=self.rejection)
+            target = None
+            if self.data.target_test is not None:
+                with use_domain(self.method, "target"):
+                    target = evaluate(self.method.predict, self.data.target_test, self.device,
+                                      rejection=self.rejection)
             with use_domain(self.method, "source"):
                 source = (
                     evaluate(self.method.predict, self.data.source_val, self.device)
@@ -263,11 +266,12 @@ class Trainer:
             if evaluating and (done % self.eval_every == 0 or last):
                 target, source = self.evaluate()
                 record = {"stage": stage.name, "step": done, "global_step": offset + done,
-                          "target_accuracy": target.accuracy,
-                          "target_mean_class_accuracy": target.mean_class_accuracy,
+                          "target_accuracy": target.accuracy if target else None,
+                          "target_mean_class_accuracy": (
+                              target.mean_class_accuracy if target else None),
                           "source_val_accuracy": source.accuracy if source else None,
                           "validators": self.probe.scores(self.method)}
-                if target.open_set:  # category shift: the open-set metrics, rule applied
+                if target is not None and target.open_set:  # category shift: open-set metrics
                     record.update({f"target_{key}": target.open_set[key]
                                    for key in OPEN_SET_METRICS})
                 report.history.append(record)
