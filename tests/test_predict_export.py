@@ -141,11 +141,26 @@ def test_predict_npz_unlabeled_folder_and_files_as_json(run, domains, tmp_path):
     assert rows[48]["prediction"] == rows[0]["prediction"] == rows[-1]["prediction"]
 
 
+def test_predict_on_an_image_list_reads_its_labels(run, domains, tmp_path):
+    folder = write_class_folder(Path(domains["target"][4:]) / "test.npz", tmp_path / "target")
+    files = sorted(folder.rglob("*.png"))
+    listing = tmp_path / "test.txt"
+    listing.write_text("".join(f"{file.relative_to(tmp_path)} {file.parent.name}\n"
+                               for file in files))
+    output = tmp_path / "preds.json"
+    result = invoke("predict", run, listing, "-o", output)
+    assert result.exit_code == 0, result.output
+    record = json.loads(output.read_text())
+    assert len(record["predictions"]) == len(files) == 48
+    assert record["accuracy"] == pytest.approx(evaluate_run(run, f"folder:{folder}").accuracy)
+
+
 def test_predict_errors_exit_2_with_one_line(run, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     for inputs, message in (([tmp_path / "missing"], "does not exist"),
-                            ([tmp_path / "notes.txt"], "not a folder, .npz file or image"),
-                            ([tmp_path], "no images in the folder")):
+                            # any other file is read as an image list
+                            ([tmp_path / "notes.txt"], "notes.txt"),
+                            ([tmp_path], "no images found")):
         (tmp_path / "notes.txt").touch()
         result = invoke("predict", run, *inputs)
         assert result.exit_code == 2 and message in result.output, result.output

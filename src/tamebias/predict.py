@@ -1,8 +1,9 @@
 """``tamebias predict``: a trained run's answers for new images.
 
 Inputs are folders (one sub-folder per class: labeled; or images directly inside: unlabeled),
-``.npz`` files (``x`` uint8, optional ``y``) or image files. Folders and files are listed
-first and decoded one batch at a time, so a large folder streams through bounded memory.
+``.npz`` files (``x`` uint8, optional ``y``), image lists (``path [label]`` lines) or image
+files. Folders and files are listed first and decoded one batch at a time, so a large folder
+streams through bounded memory.
 Each answer is the class name (or ``unknown`` when a category-shift run's rejection rule
 rejects the image) and the softmax confidence of the top class.
 """
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data.folder import list_images
 from .data.imageset import DataError
+from .data.lists import parse_image_list
 from .data.readers import IMAGE_EXTENSIONS, is_class_folder, list_image_folder
 from .inference import UNKNOWN, LoadedRun, decode_image
 
@@ -68,12 +71,6 @@ class Predictions:
         return correct / len(labeled)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*") if path.is_file()
-                  and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-                  and path.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def _read_npz(path: Path) -> Inputs:
     try:
         with np.load(path, allow_pickle=False) as contents:
@@ -91,10 +88,11 @@ def _read_npz(path: Path) -> Inputs:
     return Inputs([f"{path}#{index}" for index in range(len(x))], labels, images=images)
 
 
-def read_inputs(inputs: Sequence[str | Path]) -> list[Inputs]:
-    """Every INPUT of ``tamebias predict`` as :class:`Inputs`, in order. The one place that
-    knows input kinds: a labeled folder (one sub-folder per class), a folder of images, an
-    ``.npz`` file, or image files."""
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Inputs]:
+    """Every INPUT of ``tamebias predict`` as :class:`Inputs`, in order: a labeled folder (one
+    sub-folder per class), a folder of images, an ``.npz`` file, an image list
+    (``data/lists.py``: ``path [label]`` lines) or image files. Files are listed, not decoded
+    (``data/inputs.read_inputs`` is the in-memory reader of the same inputs)."""
     read: list[Inputs] = []
     loose: list[Path] = []
     for item in inputs:
@@ -106,19 +104,19 @@ def read_inputs(inputs: Sequence[str | Path]) -> list[Inputs]:
                                    [classes[label] for _, label in samples],
                                    files=[file for file, _ in samples]))
             else:
-                files = _image_files(path)
-                if not files:
-                    raise DataError(f"{path}: no images in the folder (extensions "
-                                    f"{', '.join(IMAGE_EXTENSIONS)})")
+                files = list_images(path)
                 read.append(Inputs([str(file) for file in files], [None] * len(files),
                                    files=files))
         elif path.suffix.lower() == ".npz" and path.is_file():
             read.append(_read_npz(path))
         elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             loose.append(path)
-        elif path.exists():
-            raise DataError(f"{path}: not a folder, .npz file or image file "
-                            f"({', '.join(IMAGE_EXTENSIONS)})")
+        elif path.is_file():  # any other file is an image list
+            listed = parse_image_list(path)
+            labels = ([None] * len(listed.files) if listed.labels is None
+                      else [listed.classes[label] for label in listed.labels])
+            read.append(Inputs([str(file) for file in listed.files], labels,
+                               files=listed.files))
         else:
             raise DataError(f"{path} does not exist")
     if loose:
@@ -194,7 +192,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], batch_size: int =
     from .inference import load_run
 
     loaded = load_run(run_dir, which, device)
-    read = read_inputs(inputs)
+    read = collect_inputs(inputs)
     total = sum(len(group) for group in read)
     if not progress:
         return predict_inputs(loaded, read, batch_size)

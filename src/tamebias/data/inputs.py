@@ -1,7 +1,8 @@
 """One reader for whatever a user points at: a folder, a list file, an ``.npz``, image files.
 
-:func:`read_inputs` is what prediction and export call to turn "these inputs" into an
-:class:`ImageSet` (labeled when the inputs carry labels, else unlabeled).
+:func:`read_inputs` turns "these inputs" into an :class:`ImageSet` decoded in memory (labeled
+when the inputs carry labels, else unlabeled), for Python use; ``tamebias predict`` lists the
+same inputs and decodes them a batch at a time (``predict.collect_inputs``).
 """
 
 from __future__ import annotations
