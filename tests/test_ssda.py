@@ -160,3 +160,27 @@ def test_target_val_selection_records_and_picks(tiny_overrides) -> None:
     assert result.accuracy == chosen["target_accuracy"]
     protocol = json.loads(Path(result.run_dir, "protocol.json").read_text())
     assert protocol["ssda"]["validation_shots"] == 1
+
+
+def test_ssda_suite_tasks_and_bench_rows(tiny_overrides, tmp_path) -> None:
+    from tamebias.bench import markdown_table, run_bench
+    from tamebias.tasks import SUITES, TASKS
+
+    assert len(SUITES["digits-ssda"]) == 6
+    for name in SUITES["digits-ssda"]:
+        config = load_config(None, TASKS[name].overrides())
+        assert config.data.target_shots in (1, 3) and config.data.target_val_shots == 3
+        assert config.train.selection == "target_val"
+    TASKS["tiny-ssda"] = TASKS["mnist5k-ucidigits-ssda1"].__class__(
+        "tiny", {}, steps=4, extra={"train.selection": "target_val"})
+    try:
+        rows = run_bench("tiny-ssda", ["tiny-ssda"], ["mme"], [0],
+                         overrides=[*shot_overrides(tiny_overrides), "method.steps=4"],
+                         results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    finally:
+        del TASKS["tiny-ssda"]
+    row = rows[0]
+    assert (row["setting"], row["shots"], row["validation_shots"]) == ("ssda", 2, 1)
+    assert row["selection"] == "target_val"
+    table = markdown_table("tiny-ssda", rows)
+    assert "2 labeled target image(s) per class" in table and "| mme |" in table
