@@ -178,6 +178,7 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
         on_device=config.data.on_device, source=method.needs.source, augmenter=augmenter,
         source_view=augment.source, target_view=augment.target,
         strong_target=method.needs.strong_target, workers=config.data.workers,
+        shots="batch" if method.needs.target_shots else "source" if method.needs.source else None,
     )
 
 

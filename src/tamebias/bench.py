@@ -75,6 +75,9 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
             "batch_size": config["data"]["batch_size"],
             **({"category_shift": protocol["category_shift"]}
                if "category_shift" in protocol else {}),
+            **({"target_shots": protocol["ssda"]["shots"],
+                "target_val_shots": protocol["ssda"]["validation_shots"]}
+               if "ssda" in protocol else {}),
         },
         "method": label or first.method,
         "norm": config["model"].get("norm"),
@@ -112,7 +115,17 @@ def row_from_runs(task: str, results: list[RunResult], label: str | None = None,
         "method_config": config["method"],
         "runs": [r.run_dir for r in results],
         **category_shift_fields(results),
+        **ssda_fields(protocol),
     }
+
+
+def ssda_fields(protocol: dict[str, Any]) -> dict[str, Any]:
+    """Semi-supervised rows: the setting, shots and validation shots per class."""
+    ssda = protocol.get("ssda")
+    if not ssda:
+        return {}
+    return {"setting": "ssda", "shots": ssda["shots"],
+            "validation_shots": ssda["validation_shots"]}
 
 
 def rule_means(results: list[RunResult]) -> dict[str, float]:
@@ -243,7 +256,7 @@ def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
-    if any("setting" in row for row in rows):
+    if any(row.get("setting", "ssda") != "ssda" for row in rows):
         return category_shift_table(suite, rows)
     lines = [
         f"# Results: {suite}",
@@ -297,7 +310,10 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
             f"{protocol['subset']}; source train/val {protocol['source_train']}/"
             f"{protocol['source_val']}, target train {protocol['target_train']} (unlabeled), "
             f"target test {protocol['target_test']}; input {protocol['input']}; "
-            f"augmentation {protocol['augmentation']}; batch {protocol['batch_size']}."
+            f"augmentation {protocol['augmentation']}; batch {protocol['batch_size']}"
+            + (f"; {protocol['target_shots']} labeled target image(s) per class, "
+               f"{protocol['target_val_shots']} per class for validation"
+               if "target_shots" in protocol else "") + "."
         )
     return "\n".join(lines) + "\n"
 

@@ -89,6 +89,11 @@ class DataConfig:
     shared_classes: list[str | int] | None = None
     source_private: list[str | int] | None = None
     target_private: list[str | int] | None = None
+    # semi-supervised DA (data/shots.py): ``target_shots`` labeled target images per class and
+    # ``target_val_shots`` more as a labeled target validation set (train.selection=target_val),
+    # drawn from the target training split with ``subset_seed``; the rest is the unlabeled pool
+    target_shots: int = 0
+    target_val_shots: int = 0
 
 
 @dataclass
@@ -150,7 +155,7 @@ class RunConfig:
         write_json_atomic(path, self.to_dict())
 
 
-SELECTION_RULES = ("last", "source_val", "target_oracle")
+SELECTION_RULES = ("last", "source_val", "target_val", "target_oracle")
 
 
 def build(cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
@@ -330,6 +335,12 @@ def validate(config: RunConfig) -> None:
             f"train.selection={config.train.selection} needs a source validation set: "
             "set data.source_val_fraction > 0 or train.selection=last"
         )
+    if config.data.target_shots < 0 or config.data.target_val_shots < 0:
+        raise ConfigError("data.target_shots and data.target_val_shots must not be negative")
+    if config.train.selection == "target_val" and config.data.target_val_shots < 1:
+        raise ConfigError(
+            "train.selection=target_val needs a labeled target validation set: set "
+            "data.target_val_shots (e.g. 3 per class, MME's protocol)")
     if not 0 <= config.data.source_val_fraction < 1:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):

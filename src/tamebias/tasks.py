@@ -87,6 +87,20 @@ for _setting in SHIFT_SETTINGS:
         steps=1000,
     )
 
+# semi-supervised DA (MME, PAC): k labeled target images per class (k = 1, 3) beside the
+# unlabeled rest, and 3 more per class as the labeled target validation set that picks the
+# model (MME's protocol); shots drawn once per task (data.subset_seed), recorded by index
+SSDA_PAIRS = ("mnist-usps", "usps-mnist", "mnist5k-ucidigits")
+for _pair in SSDA_PAIRS:
+    for _shots in (1, 3):
+        _base = TASKS[_pair]
+        TASKS[f"{_pair}-ssda{_shots}"] = Task(
+            f"{_base.description}; semi-supervised: {_shots} labeled target image(s) per "
+            "class, 3 more per class as target validation (train.selection=target_val)",
+            {**_base.data, "target_shots": _shots, "target_val_shots": 3},
+            steps=_base.steps, extra={"train.selection": "target_val"},
+        )
+
 # DANCE's own test, in the paper's protocol: ImageNet-pretrained ResNet-50 (its body at lr/10:
 # model.pretrained_lr_scale), 224 px, batch 36, 10,000 steps, flips and shifts of both
 # domains, on each ordered pair of a dataset's domains in its open-set, partial and
@@ -143,6 +157,7 @@ SUITES: dict[str, list[str]] = {
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
     "vectors": ["digits-vectors"],
+    "digits-ssda": [f"{pair}-ssda{shots}" for pair in SSDA_PAIRS for shots in (1, 3)],
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],
     # DANCE's own test (the images, ResNet-50 ImageNet weights and a GPU)

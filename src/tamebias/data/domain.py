@@ -16,6 +16,7 @@ from .batch import DomainBatch, LabeledBatch, UnlabeledBatch
 from .datasets import load_dataset
 from .imageset import DataError, ImageSet, as_float
 from .shift import resolve_category_shift
+from .shots import pick_shots
 from .stream import STREAMABLE, Prefetcher, choose_cache, is_lazy, lazy_dataset
 from .streams import IndexStream
 from .target import align_classes, check_kinds, load_target
@@ -24,14 +25,18 @@ from .transforms import to_geometry
 
 @dataclass
 class DomainData:
-    """The four sets a run uses. ``target_train`` keeps its labels only for the oracle and for
-    analysis; unsupervised methods receive it through ``UnlabeledBatch`` alone."""
+    """The sets a run uses. ``target_train`` keeps its labels only for the oracle and for
+    analysis; unsupervised methods receive it through ``UnlabeledBatch`` alone. Under the
+    k-shot protocol (``data.target_shots``) ``target_shots`` holds the labeled target images,
+    ``target_val`` the labeled target validation images, and ``target_train`` the rest."""
 
     source_train: ImageSet
     source_val: ImageSet | None
     target_train: ImageSet
     target_test: ImageSet | None  # None: no labeled target evaluation (an unlabeled target)
     protocol: dict[str, Any] = field(default_factory=dict)
+    target_shots: ImageSet | None = None
+    target_val: ImageSet | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -163,6 +168,41 @@ def prepare_data(config: DataConfig) -> DomainData:
         )
         target = target.subset(target_index, f"{config.target}/train")
 
+    target_shots = target_val = None
+    ssda: dict[str, Any] | None = None
+    if config.target_shots or config.target_val_shots:
+        if shift is not None:
+            raise DataError("data.target_shots with a category shift is not supported: the "
+                            "k-shot protocol needs the same classes in both domains")
+        if not target.is_labeled:
+            raise DataError(f"data.target_shots picks labeled target images, but the target "
+                            f"{config.target} is unlabeled")
+        if is_lazy(target.images):
+            raise DataError("data.target_shots needs the target decoded in memory: set "
+                            "data.cache=memory")
+        split = pick_shots(target.labels, target.num_classes, config.target_shots,
+                           config.target_val_shots, config.subset_seed + 2, config.target)
+        if len(split.labeled):
+            target_shots = target.subset(split.labeled, f"{config.target}/shots")
+        if len(split.validation):
+            target_val = target.subset(split.validation, f"{config.target}/val")
+        if not len(split.unlabeled):
+            raise DataError(f"{config.target}: no unlabeled target images left after the "
+                            "shots and validation images")
+        if target_test is not None and target_test.meta.get("transductive"):
+            if len(target_test) != len(target):
+                raise DataError("with data.target_shots the target test set must be held out "
+                                "or the target training images themselves; give a held-out "
+                                "data.target_test")
+            # evaluate on the unlabeled pool alone, never on the shots
+            target_test = target_test.subset(split.unlabeled, f"{config.target}/test")
+        target = target.subset(split.unlabeled, f"{config.target}/unlabeled")
+        ssda = {"shots": config.target_shots, "validation_shots": config.target_val_shots,
+                "seed": config.subset_seed + 2,
+                # indices into the target training split (after data.target_subset)
+                "labeled_indices": split.labeled.tolist(),
+                "validation_indices": split.validation.tolist()}
+
     protocol = {
         "source": config.source,
         "target": config.target,
@@ -188,19 +228,29 @@ def prepare_data(config: DataConfig) -> DomainData:
     if shift is not None:
         protocol["setting"] = shift.setting
         protocol["category_shift"] = shift.card()
-    return DomainData(source_train, source_val, target, target_test, protocol)
+    if ssda is not None:
+        protocol["setting"] = "ssda"
+        protocol["ssda"] = ssda
+    return DomainData(source_train, source_val, target, target_test, protocol, target_shots,
+                      target_val)
 
 
 class DomainStreams:
     """Typed batches for step ``k``: images are indexed out of uint8 tensors kept on the
     training device, turned into floats in [0, 1] there and augmented there (``augmenter``
-    with the view named for each stream; ``strong_target`` adds a strong target view)."""
+    with the view named for each stream; ``strong_target`` adds a strong target view).
+
+    ``shots`` serves the k-shot labeled target images (``data.target_shots``): ``"batch"``
+    as the batch's ``labeled_target`` (methods that declare ``DataNeeds(target_shots=True)``),
+    ``"source"`` appended to the labeled source batch (every other method that trains on
+    labeled source: the S+T baseline), ``None`` not at all."""
 
     def __init__(
         self, data: DomainData, batch_size: int, seed: int, device: torch.device,
         target: bool, labeled_target: bool, on_device: bool = True, source: bool = True,
         augmenter: Augmenter | None = None, source_view: str = "none",
         target_view: str = "none", strong_target: bool = False, workers: int = 0,
+        shots: str | None = None,
     ) -> None:
         self.device = device
         if augmenter is None and (strong_target or source_view != "none"
@@ -233,6 +283,14 @@ class DomainStreams:
         self.prefetcher = Prefetcher(streamed, workers, device.type == "cuda") if streamed \
             else None  # streamed sets: batches decoded by workers, a step ahead
         self._decoded: dict[str, Tensor] = {}
+        self.shots, self.shot_stream = None, None
+        if shots is not None and data.target_shots is not None:
+            if shots not in ("batch", "source"):
+                raise ValueError(f"shots must be batch, source or None, got {shots!r}")
+            self.shots = shots
+            self.shot_images = data.target_shots.images.to(storage)
+            self.shot_labels = data.target_shots.labels.to(storage)
+            self.shot_stream = IndexStream(len(data.target_shots), batch_size, seed * 3 + 4)
 
     def _images(self, storage: Tensor, indices: Tensor, name: str = "") -> Tensor:
         if name in self._decoded:  # decoded by the prefetcher for this step
@@ -268,4 +326,13 @@ class DomainStreams:
             labeled_target = self._labeled(self.target_images, self.target_labels,
                                            self.labeled_target.indices(step),
                                            self.target_view, 2, step, "labeled_target")
+        if self.shot_stream is not None:
+            shots = self._labeled(self.shot_images, self.shot_labels,
+                                  self.shot_stream.indices(step), self.source_view, 4, step)
+            if self.shots == "batch":
+                labeled_target = shots
+            elif source is not None:  # S+T: the shots train as more labeled images
+                source = LabeledBatch(torch.cat([source.images, shots.images]),
+                                      torch.cat([source.labels, shots.labels]),
+                                      torch.cat([source.indices, shots.indices]))
         return DomainBatch(source, target, labeled_target)

@@ -11,9 +11,12 @@ from .base import DataNeeds, Method, Stage, StepContext
 from .cycada import CyCADA, CyCADAPixel
 from .dance import DANCE
 from .dann import DANN
+from .mme import MME
 from .oracle import Oracle
+from .pac import PAC
 from .selftrain import FixMatch, MeanTeacher, SelfTrainingMethod
 from .source_only import SourceOnly
+from .ssda import EntropyMinimization, SourceTarget
 
 METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
@@ -26,6 +29,11 @@ METHODS: dict[str, type[Method]] = {
     "dance": DANCE,
     "cycada": CyCADA,
     "cycada_pixel": CyCADAPixel,
+    # semi-supervised DA: these read the k labeled target shots (data.target_shots)
+    "s+t": SourceTarget,
+    "ent": EntropyMinimization,
+    "mme": MME,
+    "pac": PAC,
 }
 
 

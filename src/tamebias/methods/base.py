@@ -18,12 +18,16 @@ from ..models.classifier import Classifier
 @dataclass(frozen=True)
 class DataNeeds:
     """What a method's steps read. ``labeled_target`` feeds the whole labeled target training
-    set (the oracle); methods without it never see a target label."""
+    set (the oracle); methods without it never see a target label. ``target_shots`` feeds the
+    k-shot labeled target images of semi-supervised DA (``data.target_shots``) as the batch's
+    ``labeled_target``; a method without it that trains on labeled source gets them appended
+    to its source batch instead (S+T)."""
 
     target: bool = True
     labeled_target: bool = False
     source: bool = True  # the oracle trains on target labels alone
     strong_target: bool = False  # a strongly augmented second view of the target batch
+    target_shots: bool = False
 
 
 class StepContext(Protocol):

@@ -35,6 +35,25 @@ def source_stage(classifier: Classifier, steps: int, optim: OptimConfig,
     return Stage(name, step, {"classifier": [classifier]}, optim, steps)
 
 
+def source_and_shots(batch: DomainBatch) -> LabeledBatch:
+    """The labeled images of a step: the source batch, followed by the k-shot labeled target
+    batch when the run has one (semi-supervised DA's S+T)."""
+    parts = [part for part in (batch.source, batch.labeled_target) if part is not None]
+    if not parts:
+        raise ValueError("the step has no labeled batch")
+    if len(parts) == 1:
+        return parts[0]
+    return LabeledBatch(torch.cat([part.images for part in parts]),
+                        torch.cat([part.labels for part in parts]),
+                        torch.cat([part.indices for part in parts]))
+
+
+def prediction_entropy(logits: Tensor) -> Tensor:
+    """Mean Shannon entropy (nats) of the softmax of ``logits``."""
+    log_probabilities = logits.float().log_softmax(1)
+    return -(log_probabilities.exp() * log_probabilities).sum(1).mean()
+
+
 def domain_labels(source_count: int, target_count: int, device: torch.device) -> Tensor:
     """1 for source, 0 for target, as floats for binary cross-entropy."""
     return torch.cat([torch.ones(source_count, device=device),

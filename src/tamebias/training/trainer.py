@@ -94,6 +94,8 @@ class LoopReport:
 SCORES = {
     "last": lambda record: float(record["global_step"]),
     "source_val": lambda record: record["source_val_accuracy"],
+    # the few labeled target validation images of semi-supervised DA; never the test split
+    "target_val": lambda record: record["target_val_accuracy"],
     "target_oracle": lambda record: record["target_accuracy"],
 }
 
@@ -134,6 +136,15 @@ class Trainer:
                 )
         self.method.train()
         return target, source
+
+    def target_val_accuracy(self) -> float:
+        """Accuracy on the labeled target validation images (semi-supervised DA)."""
+        assert self.data.target_val is not None
+        self.method.eval()
+        with torch.no_grad(), use_domain(self.method, "target"):
+            accuracy = evaluate(self.method.predict, self.data.target_val, self.device).accuracy
+        self.method.train()
+        return accuracy
 
     # -- checkpoints ----------------------------------------------------------------------
     def save(self, stage: int, stage_step: int, optimizers: dict, report: LoopReport,
@@ -235,7 +246,8 @@ class Trainer:
             report.train_images += sum(  # images the method reads, not every stream drawn
                 len(part) for part, used in ((batch.source, needs.source),
                                              (batch.target, needs.target),
-                                             (batch.labeled_target, needs.labeled_target))
+                                             (batch.labeled_target,
+                                              needs.labeled_target or needs.target_shots))
                 if used and part is not None)
             report.steps += 1
             done = step + 1
@@ -271,6 +283,8 @@ class Trainer:
                               target.mean_class_accuracy if target else None),
                           "source_val_accuracy": source.accuracy if source else None,
                           "validators": self.probe.scores(self.method)}
+                if self.data.target_val is not None:
+                    record["target_val_accuracy"] = self.target_val_accuracy()
                 if target is not None and target.open_set:  # category shift: open-set metrics
                     record.update({f"target_{key}": target.open_set[key]
                                    for key in OPEN_SET_METRICS})
