@@ -107,10 +107,9 @@ def prepare_data(config: DataConfig) -> DomainData:
                             *([(f"{config.target_test or config.target} test", target_test)]
                               if target_test is not None else [])])
     checks.check_labels(config.source, [source])
-    labeled_target = [part for part in (target, target_test)
-                      if part is not None and part.is_labeled]
-    if labeled_target:
-        checks.check_labels(config.target, labeled_target)
+    if target.is_labeled:  # a separate test set may hold a subset of the classes
+        checks.check_labels(config.target, [part for part in (target, target_test)
+                                             if part is not None and part.is_labeled])
 
     names = target.classes if target.is_labeled else (
         target_test.classes if target_test is not None else None)
