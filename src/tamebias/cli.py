@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +14,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import ConfigError
-from .data.imageset import DataError
 from .demo import DEMO_STEPS
 from .registry import UnknownNameError
 from .training.trainer import TrainingDiverged
@@ -40,6 +41,20 @@ DataRoot = Annotated[
 def _fail(error: Exception) -> None:
     errors.print(f"[bold red]error:[/] {error}", highlight=False)
     raise typer.Exit(2)
+
+
+# what a user can cause and fix: a one-line message and exit code 2, never a traceback (the
+# package's own errors derive from ValueError; a diverged run keeps its last good checkpoint)
+USER_ERRORS = (ValueError, FileNotFoundError, TrainingDiverged)
+
+
+@contextmanager
+def user_errors(*more: type[Exception]) -> Iterator[None]:
+    """The one handler of the commands: the errors a user can fix end in ``_fail``."""
+    try:
+        yield
+    except (*USER_ERRORS, *more) as error:
+        _fail(error)
 
 
 def _with_root(overrides: list[str] | None, root: str | None) -> list[str]:
@@ -91,7 +106,7 @@ def fit(
         console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
                       f"{folder}")
 
-    try:
+    with user_errors():  # e.g. a missing model.pretrained weights file
         if resume is not None:
             if not (resume / "config.json").exists():
                 raise ConfigError(f"{resume} is not a run directory (no config.json)")
@@ -103,9 +118,6 @@ def fit(
             task, recipe = choose(task, recipe, config, overrides or [])
             result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
                                 run_dir=run_dir, on_required=required)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
-            FileNotFoundError) as error:  # e.g. a missing model.pretrained weights file
-        _fail(error)
     write_run_report(result.run_dir)
     console.print(_result_table("result", [result]))
     _evaluation_notes(result)
@@ -137,10 +149,8 @@ def evaluate(
     """Evaluate a trained run: accuracy, per-class accuracy and confusion matrix."""
     from .api import evaluate_run
 
-    try:
+    with user_errors():
         result = evaluate_run(run_dir, dataset, split, data_root, which)
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
     console.print(f"accuracy {100 * result.accuracy:.2f}%  mean per class "
                   f"{100 * result.mean_class_accuracy:.2f}%  ({result.count} images)")
     table = Table("class", "accuracy %")
@@ -170,10 +180,8 @@ def adabn_command(
     and report target accuracy before and after (writes RUN/adabn.pt and RUN/adabn.json)."""
     from .api import adabn
 
-    try:
+    with user_errors():
         summary = adabn(run_dir, data_root, which)
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
     console.print(
         f"AdaBN on {summary['layers']} batch-norm layers over {summary['target_images']} target "
         f"images: target accuracy {100 * summary['before']['accuracy']:.2f}% -> "
@@ -241,12 +249,9 @@ def demo(
 
     output = output or Path("runs") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     chosen = tuple(recipes.split(",")) if recipes else DEMO_RECIPES
-    try:
+    with user_errors():
         record = run_demo(output, steps, seed, chosen, overrides,
                           on_start=lambda name, text: console.print(f"[bold]{name}[/]: {text}"))
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
-            FileNotFoundError) as error:
-        _fail(error)
     console.print(_demo_table(record))
     console.print(f"Open {output}/*/summary.md, or one page: tamebias report {output}")
 
@@ -285,7 +290,7 @@ def tsne(
     from .api import load_run
     from .report.tsne import tsne_report
 
-    try:
+    with user_errors():
         after = load_run(run_dir, "selected", data_root)
         if before is not None:
             baseline = load_run(before, "selected", data_root)
@@ -297,8 +302,6 @@ def tsne(
                          "model alone (pass --before RUN of a source-only run for the pair)")
         path = tsne_report(after, baseline, output or run_dir / "tsne.png", count, seed,
                            ("source only", after.config.method.name))
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
     console.print(f"wrote {path} and {path.with_suffix('.npz')}")
 
 
@@ -328,10 +331,8 @@ def bench(
     from .tasks import SUITES
 
     if tables_only:
-        try:
+        with user_errors():
             console.print(f"wrote {rewrite_table(suite, results_dir)}")
-        except (FileNotFoundError, ValueError) as error:
-            _fail(error)
         return
 
     task_names = tasks.split(",") if tasks else SUITES.get(suite)
@@ -349,13 +350,10 @@ def bench(
                       + (f"  per-class {row['per_class_mean_mean']:.2f}"
                          if row.get("per_class_mean_mean") is not None else ""))
 
-    try:
+    with user_errors():
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
                   _with_root(overrides, data_root), results_dir, runs_dir, on_row=show,
                   replace_runs=replace_runs)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
-            FileNotFoundError) as error:
-        _fail(error)
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 
 
@@ -384,7 +382,7 @@ def translate(
     cycle reconstruction, then target, target->source and its reconstruction."""
     from .translation import export_translated, judge_translation, translation_grids
 
-    try:
+    with user_errors():
         path = translation_grids(run_dir, output, count, data_root, which)
         console.print(f"wrote {path}")
         if export is not None:
@@ -398,8 +396,6 @@ def translate(
             flips = ", ".join(f"{f['label']}->{f['read_as']} {f['count']}"
                               for f in verdict["flips"])
             console.print(f"most frequent flips (label->read as): {flips or 'none'}")
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
 
 
 @app.command()
@@ -425,13 +421,10 @@ def diagnose(
     estimate of the target class proportions, image statistics, sample grids and a t-SNE."""
     from .diagnosis import diagnose as run_diagnose
 
-    try:
+    with user_errors():
         report = run_diagnose(source, target, run=run, task=task, output=output,
                               overrides=overrides, steps=steps, samples=samples,
                               data_root=data_root, seed=seed, tsne=not no_tsne)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
-            FileNotFoundError) as error:
-        _fail(error)
     table = Table(title=f"shift {report['source']} -> {report['target']}")
     for column in ("measure", "pixels", "features"):
         table.add_column(column)
@@ -487,13 +480,10 @@ def sweep(
         console.print(f"{run['run_dir']}: final target accuracy "
                       f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
 
-    try:
+    with user_errors():
         record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
                            sweep_dir, task, _with_root(overrides, data_root), random_search,
                            search_seed, results, on_run=show, score_at=score_at)
-    except (ConfigError, DataError, UnknownNameError, TrainingDiverged, ValueError,
-            FileNotFoundError) as error:
-        _fail(error)
     table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs, "
                         f"scored at {score_at})")
     for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):
@@ -524,10 +514,8 @@ def report(
     present, and for a sweep the validator-versus-oracle scatter."""
     from .report.html import write_report
 
-    try:
+    with user_errors(KeyError):
         path = write_report(paths, output, title, tsne, data_root)
-    except (FileNotFoundError, ValueError, KeyError, ConfigError, DataError) as error:
-        _fail(error)
     console.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 
@@ -548,14 +536,12 @@ def predict_command(
     (or unknown, for category-shift runs by their rejection rule) and confidence."""
     from .predict import predict, write_predictions
 
-    try:
+    with user_errors():
         if batch_size < 1:
             raise ValueError("--batch-size must be positive")
         result = predict(run_dir, inputs, batch_size, which, device, progress=True)
         if output is not None:
             write_predictions(result, output, run_dir)
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
     table = Table("prediction", "images", title=f"{len(result.rows)} images, {run_dir}")
     for name, count in sorted(result.counts.items(), key=lambda item: -item[1]):
         table.add_row(name, str(count))
@@ -584,8 +570,6 @@ def export_command(
     its preprocessing and class names as metadata (inside the file and as FILE.json)."""
     from .export import export_run
 
-    try:
+    with user_errors():
         path = export_run(run_dir, format, output, which)
-    except (ConfigError, DataError, UnknownNameError, FileNotFoundError, ValueError) as error:
-        _fail(error)
     console.print(f"wrote {path} and {path}.json")
