@@ -387,3 +387,18 @@ def test_bench_tables_only_rewrites_the_markdown_from_the_json(tmp_path):
     table = (tmp_path / "s.md").read_text()
     assert "| mnist-usps | dann |" in table and "50.00 ± 1.00" in table
     assert "91.7 (TLlib)" in table  # the published number to beat, from the task registry
+
+
+def test_the_command_line_answers_help_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom tamebias.cli import app\nimport tamebias\n"
+            "assert sorted(tamebias.__all__) == sorted(['__version__', *tamebias._EXPORTS])\n"
+            "print('torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert shown.stdout.strip() == "False"
+    import tamebias
+
+    assert callable(tamebias.fit) and callable(tamebias.load_run)  # loaded on first use

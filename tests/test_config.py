@@ -200,7 +200,8 @@ def test_selection_source_val_needs_a_validation_set():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.selection=best"], "train.selection must be one of last, source_val, target_val, target_oracle"),
+    (["train.selection=best"],
+     "train.selection must be one of last, source_val, target_val, target_oracle"),
     (["data.source_val_fraction=1.0"], "source_val_fraction must be in [0, 1)"),
     (["data.channels=2"], "data.channels must be 1 or 3"),
     (["data.batch_size=0"], "data.batch_size must be positive"),

@@ -1,16 +1,51 @@
-"""tamebias: tame dataset bias with domain adaptation."""
+"""tamebias: tame dataset bias with domain adaptation.
+
+The public API is imported on first use (``tamebias.fit`` loads torch, ``import tamebias``
+alone does not), so the command line answers ``--help`` without loading torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .api import RunResult, evaluate_run, fit  # noqa: E402
-from .config import RunConfig, load_config  # noqa: E402
-from .diagnosis import diagnose  # noqa: E402
-from .export import export_run  # noqa: E402
-from .inference import load_run  # noqa: E402
-from .predict import predict  # noqa: E402
-from .recipe_fit import fit_recipe  # noqa: E402
-from .translation import export_translated, judge_translation, translation_grids  # noqa: E402
+# public name -> the module that defines it
+_EXPORTS = {
+    "RunResult": "api", "evaluate_run": "api", "fit": "api",
+    "RunConfig": "config", "load_config": "config",
+    "diagnose": "diagnosis",
+    "export_run": "export",
+    "load_run": "inference",
+    "predict": "predict",
+    "fit_recipe": "recipe_fit",
+    "export_translated": "translation", "judge_translation": "translation",
+    "translation_grids": "translation",
+}
 
-__all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run",
-           "export_run", "export_translated", "fit", "fit_recipe", "judge_translation",
-           "load_config", "load_run", "predict", "translation_grids"]
+__all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run", "export_run",
+           "export_translated", "fit", "fit_recipe", "judge_translation", "load_config",
+           "load_run", "predict", "translation_grids"]
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on demand
+    from .api import RunResult, evaluate_run, fit
+    from .config import RunConfig, load_config
+    from .diagnosis import diagnose
+    from .export import export_run
+    from .inference import load_run
+    from .predict import predict
+    from .recipe_fit import fit_recipe
+    from .translation import export_translated, judge_translation, translation_grids
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tamebias' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from .config import ConfigError
 from .demo import DEMO_STEPS
+from .errors import TrainingDiverged
 from .registry import UnknownNameError
-from .training.trainer import TrainingDiverged
 
 app = typer.Typer(
     help="tamebias: tame dataset bias with domain adaptation. Train on labeled source data and "

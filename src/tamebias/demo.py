@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 DEMO_TASK = "mnist5k-ucidigits"
 BASELINE = "source_only+bn+aug"
 # source only, the adaptation recipes, then the oracle (analysis only: target labels)
@@ -87,7 +85,7 @@ def run_demo(output: Path, steps: int = DEMO_STEPS, seed: int = 0,
         "selection_rules": {row["selection"]: SELECTION_RULES.get(row["selection"], "")
                             for row in table},
         "wall_seconds": time.perf_counter() - start,
-        "threads": torch.get_num_threads(),
+        "threads": next(iter(results.values())).machine["torch_threads"],
         "protocol": next(iter(results.values())).protocol,
     }
     (output / "demo.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..config import OptimConfig
 from ..data.domain import DomainData, DomainStreams
+from ..errors import TrainingDiverged
 from ..evaluation.metrics import Evaluation, evaluate
 from ..evaluation.openset import METRICS as OPEN_SET_METRICS
 from ..evaluation.selection import ValidationProbe, selection_score
@@ -24,9 +25,7 @@ from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, lr_scales, set_learning_rate
 
-
-class TrainingDiverged(RuntimeError):
-    """A loss or a weight became NaN or infinite; the last good checkpoints are kept."""
+__all__ = ["Trainer", "TrainingDiverged"]
 
 
 def finite_state(module: nn.Module) -> Tensor:
