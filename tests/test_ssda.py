@@ -184,3 +184,54 @@ def test_ssda_suite_tasks_and_bench_rows(tiny_overrides, tmp_path) -> None:
     assert row["selection"] == "target_val"
     table = markdown_table("tiny-ssda", rows)
     assert "2 labeled target image(s) per class" in table and "| mme |" in table
+
+
+def write_mme_layout(root: Path, shots: int = 1) -> Path:
+    """MME's release in miniature: data/multi/<domain>/<class>/*.png and its split files in
+    data/txt/multi/ (``path label`` lines, paths relative to data/multi)."""
+    import numpy as np
+    from PIL import Image
+
+    images, lists = root / "data" / "multi", root / "data" / "txt" / "multi"
+    lists.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    entries: dict[str, list[str]] = {}
+    for domain, brightness in (("real", 60), ("clipart", 180)):
+        for label, name in enumerate(("ant", "bee", "cat")):
+            folder = images / domain / name
+            folder.mkdir(parents=True)
+            for index in range(8):
+                pixels = rng.normal(brightness, 10, (12, 12, 3))
+                pixels[label * 4 : label * 4 + 3] = 250
+                file = folder / f"{index}.png"
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(file)
+                entries.setdefault(domain, []).append(f"{domain}/{name}/{index}.png {label}")
+    (lists / "labeled_source_images_real.txt").write_text("\n".join(entries["real"]) + "\n")
+    target = entries["clipart"]
+    labeled = [line for line in target if int(line.split("/")[2].split(".")[0]) < shots]
+    validation = [line for line in target
+                  if shots <= int(line.split("/")[2].split(".")[0]) < shots + 3]
+    unlabeled = [line for line in target if line not in labeled and line not in validation]
+    for name, lines in ((f"labeled_target_images_clipart_{shots}", labeled),
+                        ("validation_target_images_clipart_3", validation),
+                        (f"unlabeled_target_images_clipart_{shots}", unlabeled)):
+        (lists / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return images
+
+
+def test_mme_split_files_give_shots_validation_and_the_unlabeled_pool(tmp_path) -> None:
+    from tamebias.tasks import SUITES, TASKS
+
+    assert len(SUITES["domainnet-ssda"]) == 14 and len(SUITES["officehome-ssda"]) == 12
+    root = write_mme_layout(tmp_path, shots=1)
+    config = load_config(None, [*TASKS["domainnet-ssda-rc-1shot"].overrides(),
+                                f"data.root={root}", "data.size=16", "model.pretrained=null"])
+    data = prepare_data(config.data)
+    assert data.classes == ["ant", "bee", "cat"]
+    assert torch.bincount(data.target_shots.labels).tolist() == [1, 1, 1]
+    assert torch.bincount(data.target_val.labels).tolist() == [3, 3, 3]
+    assert len(data.target_train) == 12 and len(data.target_test) == 12  # MME tests on it
+    assert data.protocol["ssda"]["shots"] == 1 and data.protocol["ssda"]["validation_shots"] == 3
+    assert data.target_shots.images.shape[1:] == (3, 16, 16)
+    with pytest.raises(ConfigError, match="either by count"):
+        load_config(None, [*TASKS["domainnet-ssda-rc-1shot"].overrides(), "data.target_shots=1"])

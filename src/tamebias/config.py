@@ -94,6 +94,11 @@ class DataConfig:
     # drawn from the target training split with ``subset_seed``; the rest is the unlabeled pool
     target_shots: int = 0
     target_val_shots: int = 0
+    # or the labeled target images and validation images as given sets (MME's split files:
+    # labeled_target_images_*_k.txt, validation_target_images_*_3.txt as list:FILE), the
+    # target itself being the unlabeled pool (unlabeled_target_images_*_k.txt)
+    target_labeled: str | None = None
+    target_validation: str | None = None
 
 
 @dataclass
@@ -337,10 +342,17 @@ def validate(config: RunConfig) -> None:
         )
     if config.data.target_shots < 0 or config.data.target_val_shots < 0:
         raise ConfigError("data.target_shots and data.target_val_shots must not be negative")
-    if config.train.selection == "target_val" and config.data.target_val_shots < 1:
+    if (config.data.target_labeled or config.data.target_validation) and (
+            config.data.target_shots or config.data.target_val_shots):
+        raise ConfigError("give the labeled target images either by count (data.target_shots, "
+                          "data.target_val_shots) or as sets (data.target_labeled, "
+                          "data.target_validation), not both")
+    if (config.train.selection == "target_val" and config.data.target_val_shots < 1
+            and not config.data.target_validation):
         raise ConfigError(
             "train.selection=target_val needs a labeled target validation set: set "
-            "data.target_val_shots (e.g. 3 per class, MME's protocol)")
+            "data.target_val_shots (e.g. 3 per class, MME's protocol) or "
+            "data.target_validation")
     if not 0 <= config.data.source_val_fraction < 1:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):

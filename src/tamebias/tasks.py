@@ -101,6 +101,45 @@ for _pair in SSDA_PAIRS:
             steps=_base.steps, extra={"train.selection": "target_val"},
         )
 
+# MME's and PAC's own tests: their split files (txt/multi, txt/office_home of MME's release)
+# read as list:FILE with the data root at the images folder (DATA_ROOT = MME's data/multi or
+# data/office_home, the split files in ../txt/ beside it); ImageNet ResNet-34 at 224 px,
+# batch 24 per domain, the unlabeled target images also the test set (as MME evaluates),
+# picked on the 3-per-class validation file
+def _mme_tasks(dataset: str, folder: str, pairs: list[tuple[str, str]], shots: tuple[int, ...],
+               title: str) -> list[str]:
+    names = []
+    for source, target in pairs:
+        for count in shots:
+            lists = f"list:../txt/{folder}/"
+            name = f"{dataset}-ssda-{source[0].lower()}{target[0].lower()}-{count}shot"
+            TASKS[name] = Task(
+                f"{title} {source} -> {target}, {count}-shot semi-supervised (MME's split "
+                f"files); ImageNet ResNet-34, 224 px; --data-root at MME's data/{folder}",
+                {"source": f"{lists}labeled_source_images_{source}.txt",
+                 "target": f"{lists}unlabeled_target_images_{target}_{count}.txt",
+                 "target_labeled": f"{lists}labeled_target_images_{target}_{count}.txt",
+                 "target_validation": f"{lists}validation_target_images_{target}_3.txt",
+                 "target_test": "transductive", "size": 224, "channels": 3, "batch_size": 24},
+                backbone="resnet34", steps=50000,
+                extra={"model.pretrained": "imagenet", "train.selection": "target_val",
+                       "data.augment.policy": "natural", "data.augment.source": "weak",
+                       "data.augment.target": "weak"},
+            )
+            names.append(name)
+    return names
+
+
+DOMAINNET_SSDA_TASKS = _mme_tasks(
+    "domainnet", "multi",
+    [("real", "clipart"), ("real", "painting"), ("painting", "clipart"), ("clipart", "sketch"),
+     ("sketch", "painting"), ("real", "sketch"), ("painting", "real")], (1, 3),
+    "DomainNet-126")
+OFFICEHOME_SSDA_TASKS = _mme_tasks(
+    "officehome", "office_home",
+    [(s, t) for s in ("Art", "Clipart", "Product", "Real")
+     for t in ("Art", "Clipart", "Product", "Real") if s != t], (3,), "Office-Home")
+
 # DANCE's own test, in the paper's protocol: ImageNet-pretrained ResNet-50 (its body at lr/10:
 # model.pretrained_lr_scale), 224 px, batch 36, 10,000 steps, flips and shifts of both
 # domains, on each ordered pair of a dataset's domains in its open-set, partial and
@@ -157,6 +196,9 @@ SUITES: dict[str, list[str]] = {
                "mnist5k-ucidigits"],
     "embedded": ["mnist5k-ucidigits"],
     "vectors": ["digits-vectors"],
+    # MME's / PAC's protocol (their split files, ImageNet ResNet-34 and a GPU)
+    "domainnet-ssda": DOMAINNET_SSDA_TASKS,
+    "officehome-ssda": OFFICEHOME_SSDA_TASKS,
     "digits-ssda": [f"{pair}-ssda{shots}" for pair in SSDA_PAIRS for shots in (1, 3)],
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],

@@ -75,6 +75,13 @@ def _split_indices(
     return permutation[:used], validation
 
 
+def _per_class(images: ImageSet, num_classes: int) -> int | str:
+    """Images per class of a given labeled set: one number when every class has the same
+    count (MME's k-shot files), else the range."""
+    counts = torch.bincount(images.labels, minlength=num_classes).tolist()
+    return counts[0] if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)}"
+
+
 def _native_geometry(images: ImageSet) -> str:
     channels, height, width = images.shape
     return f"{height}x{width}x{channels}"
@@ -201,6 +208,22 @@ def prepare_data(config: DataConfig) -> DomainData:
                 # indices into the target training split (after data.target_subset)
                 "labeled_indices": split.labeled.tolist(),
                 "validation_indices": split.validation.tolist()}
+    elif config.target_labeled or config.target_validation:  # given sets (MME's split files)
+        given = {}
+        for key, spec in (("labeled", config.target_labeled),
+                          ("validation", config.target_validation)):
+            if spec is None:
+                continue
+            images = read(spec, "train")
+            if not images.is_labeled:
+                raise DataError(f"data.target_{key}={spec} has no labels")
+            images, _ = align_classes(source.classes, images, spec, f"data.target_{key}")
+            given[key] = to_geometry(images, size, channels)
+        target_shots, target_val = given.get("labeled"), given.get("validation")
+        ssda = {key: _per_class(given[key], source.num_classes) if key in given else 0
+                for key in ("labeled", "validation")}
+        ssda = {"shots": ssda["labeled"], "validation_shots": ssda["validation"],
+                "labeled_set": config.target_labeled, "validation_set": config.target_validation}
 
     protocol = {
         "source": config.source,

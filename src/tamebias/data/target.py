@@ -96,8 +96,8 @@ def _numbered(classes: list[str]) -> bool:
     return classes == [str(index) for index in range(len(classes))]
 
 
-def align_classes(source_classes: list[str], test: ImageSet, spec: str
-                  ) -> tuple[ImageSet, str]:
+def align_classes(source_classes: list[str], test: ImageSet, spec: str,
+                  setting: str = "data.target_test") -> tuple[ImageSet, str]:
     """``test`` relabelled to the source's class order: by name, or by label number when
     either side only has numbers for names. Raises naming the classes that do not match."""
     if test.classes == source_classes:
@@ -117,11 +117,11 @@ def align_classes(source_classes: list[str], test: ImageSet, spec: str
             return (ImageSet(test.images, test.labels, list(source_classes), test.name,
                              dict(test.meta)),
                     "by label number (one side has no class names)")
-        raise DataError(f"data.target_test={spec} has labels up to {max(present)} but the "
+        raise DataError(f"{setting}={spec} has labels up to {max(present)} but the "
                         f"source has {len(source_classes)} classes")
     missing = [name for name in names if name not in index]
     raise DataError(
-        f"data.target_test={spec} has classes the source lacks: {', '.join(missing[:12])}"
+        f"{setting}={spec} has classes the source lacks: {', '.join(missing[:12])}"
         f"{', ...' if len(missing) > 12 else ''} (source classes: "
         f"{', '.join(source_classes[:12])}{', ...' if len(source_classes) > 12 else ''}); "
         "closed-set evaluation needs the test classes among the source's (for a category "

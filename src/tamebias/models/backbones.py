@@ -158,6 +158,12 @@ BACKBONES: dict[str, BackboneInfo] = {
         lambda channels, size, pretrained, load: ResNet("resnet18", channels, size, pretrained,
                                                         load),
     ),
+    "resnet34": BackboneInfo(
+        "torchvision ResNet-34, 512-d features; optional ImageNet weights (model.pretrained); "
+        "the backbone of MME's and PAC's DomainNet / Office-Home results",
+        lambda channels, size, pretrained, load: ResNet("resnet34", channels, size, pretrained,
+                                                        load),
+    ),
     "resnet50": BackboneInfo(
         "torchvision ResNet-50, 2048-d features; optional ImageNet weights (model.pretrained)",
         lambda channels, size, pretrained, load: ResNet("resnet50", channels, size, pretrained,
