@@ -15,12 +15,14 @@ from tamebias.models.classifier import (
 )
 from tamebias.registry import UnknownNameError
 
-FEATURE_DIMS = {"lenet": 500, "dtn": 512, "resnet18": 512, "resnet50": 2048, "mlp": 256}
+FEATURE_DIMS = {"lenet": 500, "dtn": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048,
+                "mlp": 256}
 # (channels, size) each backbone is used with
 GEOMETRIES = {
     "lenet": [(1, 16), (1, 28), (1, 32), (3, 32)],
     "dtn": [(3, 32), (1, 28)],
     "resnet18": [(1, 32), (3, 32)],
+    "resnet34": [(3, 32)],
     "resnet50": [(3, 32)],
     "mlp": [(64, 1), (1, 8)],  # feature vectors (D x 1 x 1), and flattened small images
 }
