@@ -48,3 +48,17 @@ def tiny_overrides(domains, tmp_path) -> list[str]:
         "train.progress=false", "train.threads=1", f"output_dir={tmp_path / 'runs'}",
     ]
 
+
+
+@pytest.fixture(scope="module")
+def wide_plain_consoles():
+    """Rich wraps and truncates table cells at 80 columns: give the CLI wide, uncolored
+    consoles so values and paths can be read back from its output (``usefixtures``)."""
+    from rich.console import Console
+
+    from tamebias import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "console", Console(width=400, color_system=None))
+        patch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
+        yield

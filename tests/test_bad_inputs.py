@@ -12,23 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_domain, write_npz_domain
-from rich.console import Console
 from typer.testing import CliRunner
 
 import tamebias
-from tamebias import cli
 from tamebias.cli import app
 from tamebias.rundir import hold_run
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def wide_plain_consoles():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "console", Console(width=400, color_system=None))
-        patch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
-        yield
+pytestmark = pytest.mark.usefixtures("wide_plain_consoles")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,10 @@ import pytest
 import torch
 import torchvision
 import typer
-from rich.console import Console
 from typer.testing import CliRunner
 
 import tamebias.bench
 import tamebias.tasks
-from tamebias import cli
 from tamebias.cli import app
 from tamebias.data.datasets import DATASETS
 from tamebias.methods import METHODS
@@ -28,14 +26,7 @@ runner = CliRunner()
 COMMANDS = {"fit", "eval", "list", "demo", "bench"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def wide_plain_consoles():
-    """Rich wraps and truncates table cells at 80 columns: give the CLI wide, uncolored
-    consoles so values and paths can be read back from its output."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "console", Console(width=400, color_system=None))
-        patch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
-        yield
+pytestmark = pytest.mark.usefixtures("wide_plain_consoles")
 
 
 @pytest.fixture
@@ -402,3 +393,13 @@ def test_the_command_line_answers_help_without_loading_torch():
     import tamebias
 
     assert callable(tamebias.fit) and callable(tamebias.load_run)  # loaded on first use
+
+
+def test_public_names_are_the_functions_even_after_their_modules_load():
+    import importlib
+
+    import tamebias
+
+    for name, module in tamebias._EXPORTS.items():
+        importlib.import_module(f"tamebias.{module}")  # e.g. by a CLI command
+        assert not isinstance(getattr(tamebias, name), type(tamebias)), name

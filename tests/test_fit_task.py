@@ -8,11 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 import tamebias.tasks
-from tamebias import cli
 from tamebias.cli import app
 from tamebias.recipe_fit import (
     DEFAULT_RECIPE,
@@ -27,10 +25,7 @@ from tamebias.tasks import TASKS, VARIANTS, Task
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def wide_plain_consoles(monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=400, color_system=None))
-    monkeypatch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
+pytestmark = pytest.mark.usefixtures("wide_plain_consoles")
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

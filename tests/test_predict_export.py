@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 from typer.testing import CliRunner
 
 import tamebias
-from tamebias import cli
 from tamebias.api import evaluate_run
 from tamebias.api import load_run as restore_run
 from tamebias.cli import app
@@ -25,12 +23,7 @@ from tamebias.evaluation.metrics import predict as evaluation_logits
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def wide_plain_consoles():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "console", Console(width=400, color_system=None))
-        patch.setattr(cli, "errors", Console(stderr=True, width=400, color_system=None))
-        yield
+pytestmark = pytest.mark.usefixtures("wide_plain_consoles")
 
 
 def invoke(*args):

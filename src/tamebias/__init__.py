@@ -17,7 +17,7 @@ _EXPORTS = {
     "diagnose": "diagnosis",
     "export_run": "export",
     "load_run": "inference",
-    "predict": "predict",
+    "predict": "prediction",
     "fit_recipe": "recipe_fit",
     "export_translated": "translation", "judge_translation": "translation",
     "translation_grids": "translation",
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on d
     from .diagnosis import diagnose
     from .export import export_run
     from .inference import load_run
-    from .predict import predict
+    from .prediction import predict
     from .recipe_fit import fit_recipe
     from .translation import export_translated, judge_translation, translation_grids
 

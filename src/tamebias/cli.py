@@ -534,7 +534,7 @@ def predict_command(
 ) -> None:
     """Predict new images with a trained run, through its own preprocessing: path, class name
     (or unknown, for category-shift runs by their rejection rule) and confidence."""
-    from .predict import predict, write_predictions
+    from .prediction import predict, write_predictions
 
     with user_errors():
         if batch_size < 1:

@@ -2,7 +2,7 @@
 
 :func:`read_inputs` turns "these inputs" into an :class:`ImageSet` decoded in memory (labeled
 when the inputs carry labels, else unlabeled), for Python use; ``tamebias predict`` lists the
-same inputs and decodes them a batch at a time (``predict.collect_inputs``).
+same inputs and decodes them a batch at a time (``prediction.collect_inputs``).
 """
 
 from __future__ import annotations

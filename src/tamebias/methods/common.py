@@ -48,6 +48,17 @@ def source_and_shots(batch: DomainBatch) -> LabeledBatch:
                         torch.cat([part.indices for part in parts]))
 
 
+def labeled_loss(classifier: Classifier, batch: DomainBatch, ctx: StepContext
+                 ) -> tuple[Tensor, Tensor]:
+    """Cross-entropy over the source batch plus the k-shot labeled target batch (S+T), and
+    the accuracy on those images."""
+    labeled = source_and_shots(batch)
+    with ctx.autocast():
+        logits = classifier(labeled.images)
+        loss = F.cross_entropy(logits, labeled.labels)
+    return loss, (logits.detach().argmax(1) == labeled.labels).float().mean()
+
+
 def prediction_entropy(logits: Tensor) -> Tensor:
     """Mean Shannon entropy (nats) of the softmax of ``logits``."""
     log_probabilities = logits.float().log_softmax(1)

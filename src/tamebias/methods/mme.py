@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import DomainBatch
@@ -12,7 +11,7 @@ from ..models.classifier import Classifier
 from ..models.heads import CosineHead
 from ..models.layers import reverse_gradient
 from .base import DataNeeds, Method, Stage, StepContext
-from .common import prediction_entropy, source_and_shots
+from .common import labeled_loss, prediction_entropy
 from .ssda import SourceTargetConfig
 
 
@@ -55,15 +54,13 @@ class MME(Method):
         return -self.config.entropy_weight * entropy, entropy
 
     def step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        labeled, target = source_and_shots(batch), batch.target
+        target = batch.target
         assert target is not None
         self.classifier.classifier_head.renormalize()
-        with ctx.autocast():
-            logits = self.classifier(labeled.images)
-            class_loss = F.cross_entropy(logits, labeled.labels)
+        class_loss, accuracy = labeled_loss(self.classifier, batch, ctx)
         ctx.update("model", class_loss)
         with ctx.autocast():
             minimax_loss, entropy = self.minimax_entropy(target.images)
         ctx.update("model", minimax_loss)
         return {"class_loss": class_loss.detach(), "target_entropy": entropy.detach(),
-                "source_accuracy": (logits.detach().argmax(1) == labeled.labels).float().mean()}
+                "source_accuracy": accuracy}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import OptimConfig
@@ -12,7 +11,7 @@ from ..data.batch import DomainBatch
 from ..models.classifier import Classifier
 from ..models.heads import CosineHead
 from .base import DataNeeds, Method, Stage, StepContext
-from .common import rotation_stage, source_and_shots
+from .common import labeled_loss, rotation_stage
 from .selftrain import SelfTraining, SelfTrainingConfig
 from .ssda import SourceTargetConfig
 
@@ -59,13 +58,11 @@ class PAC(Method):
                                self.config.rotation_optim), train]
 
     def step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        labeled, target = source_and_shots(batch), batch.target
+        target = batch.target
         assert target is not None
         self.classifier.classifier_head.renormalize()
-        with ctx.autocast():
-            logits = self.classifier(labeled.images)
-            class_loss = F.cross_entropy(logits, labeled.labels)
+        class_loss, accuracy = labeled_loss(self.classifier, batch, ctx)
         consistency_loss, extra = self.consistency.loss(target, ctx)
         ctx.update("model", class_loss + consistency_loss)
         return {**extra, "class_loss": class_loss.detach(),
-                "source_accuracy": (logits.detach().argmax(1) == labeled.labels).float().mean()}
+                "source_accuracy": accuracy}

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..config import MethodConfig, OptimConfig
 from ..data.batch import DomainBatch
 from .base import DataNeeds, Method, Stage, StepContext
-from .common import prediction_entropy, source_and_shots
+from .common import labeled_loss, prediction_entropy, source_and_shots
 
 
 def _sgd() -> OptimConfig:
@@ -41,13 +41,9 @@ class SourceTarget(Method):
                       self.config.steps)]
 
     def step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        labeled = source_and_shots(batch)
-        with ctx.autocast():
-            logits = self.classifier(labeled.images)
-            loss = F.cross_entropy(logits, labeled.labels)
+        loss, accuracy = labeled_loss(self.classifier, batch, ctx)
         ctx.update("model", loss)
-        return {"class_loss": loss.detach(),
-                "source_accuracy": (logits.detach().argmax(1) == labeled.labels).float().mean()}
+        return {"class_loss": loss.detach(), "source_accuracy": accuracy}
 
 
 @dataclass

@@ -90,11 +90,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         f"(mean per class {100 * target['mean_class_accuracy']:.2f}%), {picked}",
         *([f"- **transductive**: {evaluation_note(result['protocol'])}"]
           if result["protocol"].get("target_test_transductive") else []),
-        "- source validation accuracy: "
-        + (f"{100 * result['source_val']['accuracy']:.2f}%" if result["source_val"] else "n/a"),
-        f"- protocol: {json.dumps(result['protocol'])}",
-        f"- {result['steps']} steps, {result['train_images_per_second']:.0f} train images/s, "
-        f"wall {result['wall_seconds']:.1f} s on {result['machine']}",
+        *_run_lines(result),
         "",
         "| class | " + " | ".join(classes) + " |",
         "|---" * (len(classes) + 1) + "|",
@@ -109,6 +105,18 @@ def write_run_report(run_dir: str | Path) -> Path:
     ]
     write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
     return run_dir / "summary.md"
+
+
+def _run_lines(result: dict) -> list[str]:
+    """The summary's lines on source validation, protocol, budget and speed."""
+    source = result["source_val"]
+    return [
+        "- source validation accuracy: "
+        + (f"{100 * source['accuracy']:.2f}%" if source else "n/a"),
+        f"- protocol: {json.dumps(result['protocol'])}",
+        f"- {result['steps']} steps, {result['train_images_per_second']:.0f} train images/s, "
+        f"wall {result['wall_seconds']:.1f} s on {result['machine']}",
+    ]
 
 
 def evaluation_note(protocol: dict) -> str:
@@ -146,16 +154,12 @@ def _write_unlabeled_summary(run_dir: Path, result: dict, picked: str) -> Path:
         f"- **no target accuracy**: {result['target'].get('note', 'no labeled target set')}. "
         f"Only label-free measures are reported; {picked}.",
         *label_free_lines(result),
-        "- source validation accuracy: "
-        + (f"{100 * result['source_val']['accuracy']:.2f}%" if result["source_val"] else "n/a"),
-        f"- protocol: {json.dumps(result['protocol'])}",
-        f"- {result['steps']} steps, {result['train_images_per_second']:.0f} train images/s, "
-        f"wall {result['wall_seconds']:.1f} s on {result['machine']}",
+        *_run_lines(result),
         "",
         "![curves](curves.png)",
         "",
         "Give a labeled evaluation set with `--set data.target_test=folder:PATH` (or list:FILE, "
         "npz:PATH) to measure accuracy.",
     ]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
     return run_dir / "summary.md"
