@@ -66,7 +66,7 @@ def no_environment_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry() -> None:
     assert set(DATASETS) == {"mnist", "usps", "svhn", "mnist5k", "ucidigits", "digits-vectors",
-                             "digits-vectors-shifted"}
+                             "digits-vectors-shifted", "mnistblend", "uspsblend"}
     for name, info in DATASETS.items():
         assert isinstance(info, DatasetInfo) and info.name == name
         assert info.splits == ("train", "test") and "\n" not in info.description

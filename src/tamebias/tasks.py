@@ -70,6 +70,23 @@ TASKS: dict[str, Task] = {
     ),
 }
 
+# colour/texture shift with no download (data/blend.py): gray digits -> the same digits blended
+# over scikit-learn's sample photos (MNIST-M's recipe); 32x32 RGB, the gray source repeated
+COLOUR_32 = {"size": 32, "channels": 3}
+TASKS["mnist-mnistblend"] = Task(
+    "MNIST train -> MNIST train blended over photo patches (unlabeled), tested on MNIST test "
+    "blended; MNIST-M's recipe on scikit-learn's sample photos; 32x32 RGB; needs no download "
+    "beyond MNIST",
+    {"source": "mnist", "target": "mnistblend", **COLOUR_32},
+    steps=1000, extra={"train.eval_every": 250},
+)
+TASKS["usps-uspsblend"] = Task(
+    "USPS train -> USPS train blended over photo patches (unlabeled), tested on USPS test "
+    "blended; 32x32 RGB",
+    {"source": "usps", "target": "uspsblend", **COLOUR_32},
+    steps=1000, extra={"train.eval_every": 250},
+)
+
 # category shift (data/shift.py presets): mnist->usps (full sets) and mnist5k->ucidigits in
 # the four settings; shared 0-5, source-private 6-7 (partial: 6-9), target-private 8-9
 # (open-set: 6-9). Source-only, DANN and DANCE all reject by entropy > log(K)/2.
@@ -200,6 +217,7 @@ SUITES: dict[str, list[str]] = {
     "domainnet-ssda": DOMAINNET_SSDA_TASKS,
     "officehome-ssda": OFFICEHOME_SSDA_TASKS,
     "digits-ssda": [f"{pair}-ssda{shots}" for pair in SSDA_PAIRS for shots in (1, 3)],
+    "colour": ["mnist-mnistblend", "usps-uspsblend"],
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],
     # DANCE's own test (the images, ResNet-50 ImageNet weights and a GPU)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tamebias.data.blend import blended
 from tamebias.data.checks import note_outside_root
 from tamebias.data.folder import (
     has_top_level_images,
@@ -284,6 +285,12 @@ DATASETS: dict[str, DatasetInfo] = {
                     "fixed 70/30 split", SPLITS, _load_mnist5k),
         DatasetInfo("ucidigits", "UCI 8x8 digits bundled with scikit-learn (1,797, no download), "
                     "fixed 70/30 split", SPLITS, _load_ucidigits),
+        DatasetInfo("mnistblend", "MNIST digits blended over scikit-learn's sample photos "
+                    "(MNIST-M's recipe, data/blend.py), 32x32 RGB", SPLITS,
+                    blended(_load_mnist, "mnist", 0)),
+        DatasetInfo("uspsblend", "USPS digits blended over scikit-learn's sample photos "
+                    "(MNIST-M's recipe, data/blend.py), 32x32 RGB", SPLITS,
+                    blended(_load_usps, "usps", 1)),
     )
 }
 
