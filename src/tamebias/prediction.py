@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +25,7 @@ from .data.folder import list_images
 from .data.imageset import DataError
 from .data.lists import parse_image_list
 from .data.readers import IMAGE_EXTENSIONS, is_class_folder, list_image_folder
+from .data.vectors import read_array_npz
 from .inference import UNKNOWN, LoadedRun, decode_image
 
 
@@ -72,20 +72,15 @@ class Predictions:
 
 
 def _read_npz(path: Path) -> Inputs:
-    try:
-        with np.load(path, allow_pickle=False) as contents:
-            if "x" not in contents.files:
-                raise DataError(f"{path}: no array 'x' (found {contents.files})")
-            x = contents["x"]
-            y = contents["y"] if "y" in contents.files else None
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise DataError(f"{path}: 'x' must be uint8 N x H x W or N x H x W x C, got "
-                        f"{x.dtype} {x.shape}")
-    images = torch.from_numpy(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy())
-    labels = [None] * len(x) if y is None else [str(int(v)) for v in y]
-    return Inputs([f"{path}#{index}" for index in range(len(x))], labels, images=images)
+    """An ``.npz`` of uint8 images, labeled (``y``) or not, read by the data layer's reader."""
+    images = read_array_npz(path, path.stem)
+    if images.is_vectors:
+        raise DataError(f"{path}: feature vectors; tamebias predict reads images (use "
+                        "tamebias.load_run and the model on the vectors)")
+    labels = ([images.classes[label] for label in images.labels.tolist()]
+              if images.is_labeled else [None] * len(images))
+    return Inputs([f"{path}#{index}" for index in range(len(images))], labels,
+                  images=images.images)
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Inputs]:
