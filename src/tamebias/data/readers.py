@@ -208,13 +208,18 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{path}: 'x' must be uint8 N x H x W or N x H x W x C, got {x.dtype} {x.shape}"
         )
+    check_npz_labels(path, x, y)
+    return x, y.astype(np.int64)
+
+
+def check_npz_labels(path: Path, x: np.ndarray, y: np.ndarray, rows: str = "images") -> None:
+    """``y`` of an ``.npz``: 1-d non-negative integers, one per row of ``x``."""
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
         raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype} {y.shape}")
     if len(x) != len(y):
-        raise DataError(f"{path}: 'x' has {len(x)} images but 'y' has {len(y)} labels")
+        raise DataError(f"{path}: 'x' has {len(x)} {rows} but 'y' has {len(y)} labels")
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: negative labels in 'y'")
-    return x, y.astype(np.int64)
 
 
 def _visible(name: str) -> bool:

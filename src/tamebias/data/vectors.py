@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .folder import images_to_tensor
 from .imageset import DataError, ImageSet
+from .readers import check_npz_labels
 
 FEATURE_POLICIES = ("auto", "features")
 
@@ -67,12 +68,7 @@ def read_array_npz(path: str | Path, name: str, **meta: object) -> ImageSet:
                         f"N x H x W [x C] (images), got {x.dtype} {x.shape}")
     if y is None:
         return ImageSet.unlabeled(images, name, {**info, "labeled": False})
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-        raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype} {y.shape}")
-    if len(y) != len(x):
-        raise DataError(f"{path}: 'x' has {len(x)} rows but 'y' has {len(y)} labels")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{path}: negative labels in 'y'")
+    check_npz_labels(path, x, y, rows="rows")
     count = int(y.max()) + 1 if len(y) else 0
     if names is not None:
         classes = [str(name) for name in np.asarray(names).reshape(-1)]
