@@ -73,7 +73,8 @@ def test_dann_domain_loss_reaches_the_encoder_reversed_and_ramped(tiny_overrides
 
 def test_one_dann_step_equals_a_hand_computed_sgd_step(tiny_overrides):
     method, streams, device = setup("dann", tiny_overrides, [
-        "method.optim.momentum=0", "method.optim.weight_decay=0", "method.optim.lr=0.1"])
+        "method.optim.name=sgd", "method.optim.schedule=inverse", "method.optim.momentum=0",
+        "method.optim.weight_decay=0", "method.optim.lr=0.1"])
     method.eval()  # deterministic (dropout off) so the reference sees the same function
     reference = copy.deepcopy(method)
     stage = method.stages()[0]

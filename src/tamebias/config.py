@@ -300,6 +300,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     raise ConfigError(f"config file {path} must be .toml or .json")
 
 
+def fill_unset(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each dotted key of ``defaults`` set where ``values`` leaves it unset
+    (a method's default form, e.g. DANN's batch norm and weak views); keys the user gave,
+    even to the dataclass default, are kept."""
+    values = json.loads(json.dumps(values))
+    for key, value in defaults.items():
+        *sections, name = key.split(".")
+        node = values
+        for section in sections:
+            child = node.setdefault(section, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {section} is not a section")
+            node = child
+        node.setdefault(name, value)
+    return values
+
+
 def load_config(
     source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None
 ) -> RunConfig:
@@ -318,6 +335,7 @@ def load_config(
     method_values = dict(values.get("method") or {})
     method_name = method_values.get("name", "source_only")
     method_class = lookup(METHODS, method_name, "method")
+    values = fill_unset(values, method_class.part_defaults)
     values["method"] = build(method_class.Config, method_values, "method.")
     values["method"].name = method_name
     config = build(RunConfig, values)

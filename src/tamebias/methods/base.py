@@ -82,6 +82,10 @@ class Method(nn.Module):
     images_only: ClassVar[bool] = False  # works on pixels: refused on feature vectors
     # routes source and target forwards to their own domain-specific norms (model.norm=dsbn)
     domain_aware: ClassVar[bool] = False
+    # settings outside the method section that the method's default form uses, as dotted
+    # keys (e.g. ``{"model.norm": "bn"}``); ``load_config`` applies each one only where the
+    # run leaves that key unset, and the run's config.json records the value used
+    part_defaults: ClassVar[dict[str, object]] = {}
 
     def __init__(self, config: MethodConfig, classifier: Classifier) -> None:
         super().__init__()
