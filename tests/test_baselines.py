@@ -13,7 +13,8 @@ from torch import nn
 
 from tamebias import api
 from tamebias.api import build_run, build_streams
-from tamebias.config import ConfigError, load_config
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.augment import POLICY_VIEWS, Augmenter, ViewSpec, apply_view
 from tamebias.data.batch import UnlabeledBatch
 from tamebias.methods.selftrain import SelfTraining, SelfTrainingConfig

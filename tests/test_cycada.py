@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tamebias.api import build_run, fit, load_run
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.methods import cycada as cycada_module
 from tamebias.models.translator import CycleGAN, ImagePool, ResnetGenerator, TranslatorConfig

@@ -213,7 +213,7 @@ def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, mo
 def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     from tamebias import api
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
 
     source = api.fit(None, tiny_overrides, run_dir=tmp_path / "source")
     config = load_config(None, [*tiny_overrides, "method=dance",
@@ -313,7 +313,7 @@ def test_rotate_batch_turns_each_image_by_its_label():
 def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrides):
     from tamebias import api
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
 
     config = load_config(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4"])
     _, method, _ = build_run(config)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tamebias.api import fit, load_run
-from tamebias.config import ConfigError, load_config
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.datasets import load_dataset
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError

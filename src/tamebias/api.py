@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import ConfigError, RunConfig, load_config
+from .compose import load_config
+from .config import ConfigError, RunConfig
 from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .data.imageset import as_float

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .api import RunResult, fit, run_identity
-from .config import load_config
+from .compose import load_config
 from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies

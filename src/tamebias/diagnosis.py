@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .api import TrainedRun, fit, load_run
-from .config import load_config
+from .compose import load_config
 from .data.domain import prepare_data
 from .data.imageset import DataError
 from .evaluation.metrics import predict

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
-from .config import ConfigError, RunConfig, load_config, read_config_file
+from .compose import load_config
+from .config import ConfigError, RunConfig, read_config_file
 from .registry import lookup
 from .tasks import VARIANTS, resolve_variant
 

@@ -23,7 +23,8 @@ from typing import Any
 from . import __version__
 from .api import RunResult, fit, run_identity
 from .bench import keep_earlier_run, locked
-from .config import ConfigError, load_config, parse_override
+from .compose import load_config
+from .config import ConfigError, parse_override
 from .data.domain import prepare_data
 from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
