@@ -163,7 +163,7 @@ def test_adabn_in_fit_and_as_a_post_hoc_command(tiny_overrides, tmp_path):
                      run_dir=tmp_path / "run")
     run_dir = tmp_path / "run"
     assert (run_dir / "adabn.pt").exists()
-    restored = api.load_run(run_dir)
+    restored = api.restore_run(run_dir)
     evaluation = api.evaluate(restored.method.predict, restored.load_split(
         restored.config.data.target, "test"), restored.device)
     assert evaluation.accuracy == pytest.approx(result.target["accuracy"])

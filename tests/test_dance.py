@@ -221,7 +221,7 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     _, method, _ = build_run(config)
     stage = method.stages()[0]
     stage.on_start()
-    trained = api.load_run(source.run_dir).method.classifier.state_dict()
+    trained = api.restore_run(source.run_dir).method.classifier.state_dict()
     assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
                        trained["backbone.fc.1.weight"])
     prototypes = F.normalize(trained["classifier_head.weight"], dim=1)
@@ -321,7 +321,7 @@ def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrid
     assert [s.name for s in stages] == ["rotation", "adapt"] and not stages[0].evaluate
     result = api.fit(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4",
                             "data.target_private=[2]"])
-    trained = api.load_run(result.run_dir, "last").method
+    trained = api.restore_run(result.run_dir, "last").method
     assert trained.rotation_head.weight.shape == (4, trained.classifier.feature_dim)
     # the history's evaluations are the adapt stage's alone
     assert {record["stage"] for record in result.history} == {"adapt"}

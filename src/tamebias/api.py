@@ -17,15 +17,23 @@ from . import __version__
 from .compose import load_config
 from .config import ConfigError, RunConfig
 from .data.augment import Augmenter
+from .data.datasets import load_dataset
 from .data.domain import DomainData, DomainStreams, prepare_data
-from .data.imageset import as_float
+from .data.imageset import DataError, as_float
+from .data.shift import CategoryShift
+from .data.target import align_classes
+from .data.transforms import to_geometry
+from .data.vectors import FeatureAugmenter
 from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
+from .evaluation.openset import make_rule
+from .evaluation.selection import ValidationProbe
 from .lineage import lineage_for, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
-from .models.norm import use_domain
+from .models.norm import adapt_batchnorm, use_domain
 from .rundir import confined, hold_run, read_json, remove_leftovers, write_json_atomic
 from .training import checkpoint
+from .training.tensorboard import TensorBoardLines
 from .training.trainer import Trainer
 
 
@@ -128,8 +136,6 @@ def rejection_rule(config: RunConfig, method: Any, protocol: dict[str, Any]):
     """The open-set rejection rule of a category-shift run (None for a plain closed-set run):
     ``train.rejection`` with ``train.rejection_threshold``, else the method's own threshold
     (DANCE's rho), else log(K)/2 for entropy and 0.5 for confidence."""
-    from .evaluation.openset import make_rule
-
     if "category_shift" not in protocol:
         return None
     threshold = config.train.rejection_threshold
@@ -166,8 +172,6 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
     augment = config.data.augment
     channels, size = data.geometry[0], data.geometry[1]
     if data.source_train.is_vectors:  # feature-space views: noise and feature dropout
-        from .data.vectors import FeatureAugmenter
-
         augmenter = FeatureAugmenter(data.source_train.images, config.train.seed,
                                      augment.strength, device, augment.policy)
     else:
@@ -242,8 +246,6 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         config.train.progress, rejection=rejection_rule(config, method, data.protocol),
     )
     if config.train.tensorboard:
-        from .training.tensorboard import TensorBoardLines
-
         trainer.metrics_log = TensorBoardLines(trainer.metrics_log, run_dir / "tensorboard")
     report = trainer.run()
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
@@ -304,8 +306,6 @@ def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int =
 def adapt_to_target(method: Method, images: torch.Tensor, device: torch.device) -> int:
     """AdaBN on ``method``'s model: batch-norm statistics recomputed over the uint8 target
     ``images``; returns the number of layers adapted."""
-    from .models.norm import adapt_batchnorm
-
     with torch.no_grad():
         return adapt_batchnorm(method.classifier, _float_batches(images, device), "target")
 
@@ -318,9 +318,7 @@ def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
 
     ``validators`` holds the label-free scores (entropy, IM, SND on the target training
     images) before and after: the way to decide whether AdaBN helped without target labels."""
-    from .evaluation.selection import ValidationProbe
-
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     target_test = run.load_split(run.config.data.target, "test")
     images = run.load_split(run.config.data.target, "train").images
     probe = ValidationProbe.target_only(images, run.device)  # label-free: keep AdaBN or not
@@ -351,10 +349,6 @@ class TrainedRun:
 
     def load_split(self, spec: str, split: str) -> Any:
         """A dataset split converted to the run's input geometry (classes checked)."""
-        from .data.datasets import load_dataset
-        from .data.imageset import DataError
-        from .data.transforms import to_geometry
-
         size, _, channels = (int(v) for v in self.protocol["input"].split("x"))
         hint = (size, size) if spec.startswith(("folder:", "list:", "images:")) else None
         dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
@@ -362,15 +356,11 @@ class TrainedRun:
         dataset = to_geometry(dataset, size, channels)
         expected = self.protocol["classes"]
         if "category_shift" in self.protocol:  # the run's class split, unknowns relabelled
-            from .data.shift import CategoryShift
-
             shift = CategoryShift.from_card(self.protocol["category_shift"])
             dataset, expected = shift.relabel_target(dataset), shift.target_classes
         if not dataset.is_labeled:
             raise DataError(f"{spec} ({split}) has no labels to evaluate against")
         if dataset.classes != expected and "category_shift" not in self.protocol:
-            from .data.target import align_classes  # by name, or by number without names
-
             dataset = align_classes(expected, dataset, spec)[0]
         if dataset.classes != expected:
             raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
@@ -378,8 +368,8 @@ class TrainedRun:
         return dataset
 
 
-def load_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
-             device: str | None = None) -> TrainedRun:
+def restore_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
+                device: str | None = None) -> TrainedRun:
     """Restore a run's model: ``selected`` (best.pt when the rule kept one; adabn.pt for runs
     trained with ``train.adabn``), ``last`` (checkpoint.pt), ``adabn`` (adabn.pt, written by
     ``tamebias adabn``), or a stage snapshot ``stage:NAME`` (stage-NAME.pt)."""
@@ -428,7 +418,7 @@ def evaluate_run(
 ) -> Evaluation:
     """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
     on another dataset converted to the run's input geometry."""
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     test_spec = run.config.data.target_test  # the run's separate labeled test set, if any
     if target is None and split == "test" and test_spec not in (None, "none", "transductive"):
         target = test_spec

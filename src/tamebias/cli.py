@@ -287,15 +287,15 @@ def tsne(
 ) -> None:
     """t-SNE of source and target test features, before and after adaptation, colored by
     domain and by class."""
-    from .api import load_run
+    from .api import restore_run
     from .report.tsne import tsne_report
 
     with user_errors():
-        after = load_run(run_dir, "selected", data_root)
+        after = restore_run(run_dir, "selected", data_root)
         if before is not None:
-            baseline = load_run(before, "selected", data_root)
+            baseline = restore_run(before, "selected", data_root)
         elif (run_dir / "stage-source.pt").exists():
-            baseline = load_run(run_dir, "stage:source", data_root)
+            baseline = restore_run(run_dir, "stage:source", data_root)
         else:
             baseline = None
             errors.print("no --before run and no source stage in this run: drawing the adapted "

@@ -16,7 +16,9 @@ from typing import Any
 
 from torch import Tensor
 
+from .methods import METHODS
 from .rundir import RunFileError, write_json_atomic
+from .training import checkpoint
 
 LINEAGE_FILE = "lineage.json"
 
@@ -37,8 +39,6 @@ def checkpoint_of(source: str | Path, setting: str) -> Path:
     path = Path(source)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
-    from .training import checkpoint
-
     if not checkpoint.exists(path):
         raise FileNotFoundError(f"{setting}: no checkpoint at {path}; give a finished run "
                                 "directory or a checkpoint file")
@@ -48,8 +48,6 @@ def checkpoint_of(source: str | Path, setting: str) -> Path:
 def load_weights(source: str | Path, setting: str, prefix: str = "") -> dict[str, Tensor]:
     """The method weights under ``prefix`` (prefix removed) of another run or checkpoint file:
     the one place a run reads another run's weights."""
-    from .training import checkpoint
-
     path = checkpoint_of(source, setting)
     state = checkpoint.load_latest(path)["method"]
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -60,8 +58,6 @@ def load_weights(source: str | Path, setting: str, prefix: str = "") -> dict[str
 
 def own_analysis(config: dict[str, Any]) -> list[str]:
     """Why a run's own settings make it analysis only (empty: they do not)."""
-    from .methods import METHODS
-
     method = (config.get("method") or {}).get("name", "source_only")
     kind = METHODS.get(method)
     reasons = []
@@ -94,8 +90,6 @@ def parent_record(setting: str, source: str, seen: frozenset[Path] = frozenset()
         record.update(method=None, selection=None, analysis_only=False, known=False,
                       reasons=[], parents=[])
         return record
-    from .methods import METHODS
-
     method = (config.get("method") or {}).get("name")
     kind = METHODS.get(method)
     if run in seen:
@@ -137,8 +131,6 @@ def lineage_for(config: dict[str, Any], run_dir: str | Path | None) -> dict[str,
     from the parents it started with, even if their folders changed since), else computed
     from ``config`` now."""
     if run_dir is not None:
-        from .training import checkpoint
-
         saved = Path(run_dir) / LINEAGE_FILE
         if saved.exists() and checkpoint.exists(Path(run_dir) / "checkpoint.pt"):
             recorded = _read(saved)

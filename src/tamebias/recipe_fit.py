@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
+from .api import RunResult, fit, run_identity
 from .compose import load_config
 from .config import ConfigError, RunConfig, read_config_file
+from .data.domain import prepare_data
+from .methods import METHODS
 from .registry import lookup
 from .tasks import VARIANTS, resolve_variant
 
@@ -84,8 +87,6 @@ def recipe_config(task: str | None, recipe: str | None, base: Any = None,
     template: list[str] = []
     if recipe is not None:
         if recipe not in VARIANTS:
-            from .methods import METHODS
-
             lookup({**METHODS, **VARIANTS}, recipe, "recipe")
         method, template = resolve_variant(recipe)
         items.insert(0, f"method.name={method}")
@@ -124,9 +125,6 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     """Train ``recipe`` on ``task`` after the runs it requires (``on_required(label, dir,
     reused)`` is told about each; ``locations`` places some of them); returns the main run's
     :class:`RunResult`."""
-    from .api import RunResult, fit, run_identity
-    from .data.domain import prepare_data
-
     overrides = list(overrides or [])
     locations = dict(locations or {})
     config = recipe_config(task, recipe, base, overrides, locations)

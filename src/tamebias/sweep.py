@@ -30,6 +30,7 @@ from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
 from .registry import lookup
 from .rundir import write_json_atomic, write_text_atomic
+from .tasks import TASKS
 from .training.trainer import TrainingDiverged
 
 
@@ -174,8 +175,6 @@ def run_sweep(
     combos = configurations(parsed, sample, search_seed)
     base = []
     if task is not None:
-        from .tasks import TASKS
-
         base = lookup(TASKS, task, "task").overrides()
     data, runs = None, []
     for index, params in enumerate(combos):

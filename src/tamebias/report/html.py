@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..api import restore_run
+from ..evaluation.selection import record_score
+from ..sweep import chosen_record
 from ..training.log import read_json_lines
-from .figures import plot_confusion, plot_curves, subplots
+from .figures import label_free_lines, plot_confusion, plot_curves, subplots
 from .shift_figures import plot_per_class
+from .tsne import tsne_report
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -128,8 +132,6 @@ def run_section(run_dir: Path) -> str:
     if curves is not None:
         parts.append(_figure(_png(curves), "unsupervised validators at each evaluation"))
     if target.get("accuracy") is None:  # no labeled target evaluation set
-        from .figures import label_free_lines
-
         parts += ["<h3>No target accuracy</h3>",
                   f"<p>{html.escape(target.get('note', 'no labeled target set'))}</p>",
                   "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>"
@@ -191,9 +193,6 @@ def diagnose_section(folder: Path, level: int = 2) -> str:
 
 def sweep_section(folder: Path) -> str:
     sweep = json.loads((folder / "sweep.json").read_text())
-    from ..evaluation.selection import record_score
-    from ..sweep import chosen_record
-
     runs, rows = sweep["runs"], sweep["rows"]
     validators = [row["validator"] for row in rows]
     table = [[r["validator"], r["runs"],
@@ -269,11 +268,8 @@ def demo_section(folder: Path) -> str:
 def compute_tsne(run_dir: Path, count: int = 300, data_root: str | None = None) -> Path:
     """``RUN/tsne.png`` as ``tamebias tsne`` draws it: beside the run's own source stage when
     it has one (ADDA), else the adapted model alone."""
-    from ..api import load_run
-    from .tsne import tsne_report
-
-    after = load_run(run_dir, "selected", data_root)
-    before = (load_run(run_dir, "stage:source", data_root)
+    after = restore_run(run_dir, "selected", data_root)
+    before = (restore_run(run_dir, "stage:source", data_root)
               if (run_dir / "stage-source.pt").exists() else None)
     return tsne_report(after, before, run_dir / "tsne.png", count, 0,
                        ("source only", after.config.method.name))
