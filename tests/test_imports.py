@@ -20,7 +20,7 @@ ROOT = "tamebias"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation: errors, registries, run folders, typed config, the task catalogue",
      ("tamebias.errors", "tamebias.registry", "tamebias.rundir", "tamebias.config",
-      "tamebias.tasks")),
+      "tamebias.tasks", "tamebias.records")),
     ("data and models", ("tamebias.data", "tamebias.models")),
     ("evaluation", ("tamebias.evaluation",)),
     ("methods", ("tamebias.methods",)),

@@ -21,6 +21,7 @@ from .evaluation.selection import rule_accuracies
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
+    RunDir,
     fsync_folder,
     hold_run,
     read_json,
@@ -389,7 +390,7 @@ def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
     """Never lose a run: when ``run_dir`` holds a run of another config, refuse (naming the
     flag), or with ``replace_runs`` rename it to ``<seed>.<config hash>`` and point the rows
     of the results JSON that cite it at the new name."""
-    saved = run_dir / "config.json"
+    saved = RunDir(run_dir).config
     if not saved.exists():
         return
     earlier = read_json(saved, f"move {run_dir} away and run the bench again")

@@ -21,6 +21,7 @@ from .evaluation.shift import bbse, image_statistics, mmd, proxy_a_distance
 from .registry import lookup
 from .report.shift_figures import plot_proportions, plot_samples
 from .report.tsne import draw, embed
+from .rundir import DIAGNOSE_FILE
 from .tasks import TASKS
 
 
@@ -130,5 +131,5 @@ def diagnose(
                  "target_labels": data.target_test.labels[chosen].numpy()}
         draw([("features", embed(parts, seed), parts)], output / "tsne.png", classes)
         report["figures"].append("tsne.png")
-    (output / "diagnose.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / DIAGNOSE_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -25,6 +25,7 @@ from .config import ConfigError, RunConfig, read_config_file
 from .data.domain import prepare_data
 from .methods import METHODS
 from .registry import lookup
+from .rundir import RunDir
 from .tasks import VARIANTS, resolve_variant
 
 DEFAULT_TASK = "mnist5k-ucidigits"  # the embedded pair: no download
@@ -132,13 +133,13 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     for label in required_recipes(recipe) if recipe else []:
         required = recipe_config(task, label, base, overrides, locations)
         folder = locations.get(label) or required_run_dir(config, task, label, base, overrides)
-        saved = folder / "config.json"
+        saved = RunDir(folder).config
         same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
             run_identity(required.to_dict())
         if saved.exists() and not same:
             raise ConfigError(f"{folder} holds a {label} run of other settings (a run made by "
                               "an older tamebias?); move it away to train it again")
-        reused = same and (folder / "result.json").exists()
+        reused = same and RunDir(folder).is_finished()
         if on_required:
             on_required(label, folder, reused)
         if not reused:
