@@ -16,8 +16,9 @@ from tamebias.evaluation.openset import (
     make_rule,
     open_set_metrics,
 )
-from tamebias.methods.dance import DANCE, DANCEConfig, MemoryBank, entropy_separation
+from tamebias.methods.dance import DANCE, DANCEConfig, entropy_separation
 from tamebias.models.classifier import build_classifier
+from tamebias.models.memory import MemoryBank
 
 
 def test_memory_bank_writes_only_the_indexed_rows_and_mixes_with_momentum():
