@@ -138,8 +138,6 @@ def rule_means(results: list[RunResult]) -> dict[str, float]:
             for name in sorted(shared)}
 
 
-
-
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present and len(present) == len(values) else None

@@ -30,7 +30,6 @@ from .lists import parse_image_list
 from .readers import decode_images, list_image_folder
 from .transforms import to_geometry
 
-CACHES = ("auto", "memory", "stream")
 STREAMABLE = ("folder:", "list:", "images:")
 
 
