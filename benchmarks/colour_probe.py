@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from tamebias.api import load_run
+from tamebias.api import restore_run
 from tamebias.data.datasets import load_dataset
 from tamebias.data.transforms import LUMA_WEIGHTS, to_geometry
 
@@ -35,7 +35,7 @@ def separability(first: torch.Tensor, second: torch.Tensor) -> float:
 
 
 def probe(run_dir: str) -> dict[str, float]:
-    run = load_run(run_dir, "last", device="cpu")
+    run = restore_run(run_dir, "last", device="cpu")
     size, _, channels = (int(value) for value in run.protocol["input"].split("x"))
     if channels != 3:
         raise SystemExit(f"{run_dir}: the probe needs a 3-channel run, got {channels}")

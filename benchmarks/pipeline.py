@@ -66,7 +66,7 @@ def measure(folder: str, target: str, cache: str, size: int, batch: int, batches
     import torch
 
     from tamebias.api import build_run, build_streams
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
     from tamebias.data.domain import prepare_data
 
     torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import tamebias
 from tamebias.api import build_run, machine_info
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.models.classifier import build_classifier
 from tamebias.tasks import TASKS

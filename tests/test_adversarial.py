@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tamebias.api import build_run
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.models.layers import reverse_gradient
 from tamebias.training.trainer import Context

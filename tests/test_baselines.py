@@ -13,7 +13,8 @@ from torch import nn
 
 from tamebias import api
 from tamebias.api import build_run, build_streams
-from tamebias.config import ConfigError, load_config
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.augment import POLICY_VIEWS, Augmenter, ViewSpec, apply_view
 from tamebias.data.batch import UnlabeledBatch
 from tamebias.methods.selftrain import SelfTraining, SelfTrainingConfig
@@ -162,7 +163,7 @@ def test_adabn_in_fit_and_as_a_post_hoc_command(tiny_overrides, tmp_path):
                      run_dir=tmp_path / "run")
     run_dir = tmp_path / "run"
     assert (run_dir / "adabn.pt").exists()
-    restored = api.load_run(run_dir)
+    restored = api.restore_run(run_dir)
     evaluation = api.evaluate(restored.method.predict, restored.load_split(
         restored.config.data.target, "test"), restored.device)
     assert evaluation.accuracy == pytest.approx(result.target["accuracy"])

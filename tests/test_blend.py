@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.blend import BLEND_RECIPE, blend_digits, sample_photos
 from tamebias.data.datasets import DATASETS, load_dataset
 from tamebias.data.domain import prepare_data

@@ -13,7 +13,7 @@ import torch
 
 from tamebias.api import evaluate_run, fit
 from tamebias.bench import category_shift_fields, markdown_table, row_from_runs
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError, ImageSet
 from tamebias.data.shift import OFFICE_CALTECH, CategoryShift, resolve_category_shift

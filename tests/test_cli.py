@@ -157,7 +157,7 @@ def test_eval_of_a_run_from_pretrained_weights(domains, tmp_path, one_thread):
 
 def test_a_pretrained_backbone_trains_at_the_scaled_learning_rate(domains, tmp_path, one_thread):
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
     from tamebias.training.optim import set_learning_rate
     from tamebias.training.trainer import Context
 

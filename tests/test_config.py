@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tamebias.config import ConfigError, RunConfig, load_config, parse_override, validate
+from tamebias.compose import load_config, validate
+from tamebias.config import ConfigError, RunConfig, parse_override
 from tamebias.methods import METHODS
 from tamebias.methods.oracle import OracleConfig
 from tamebias.methods.source_only import SourceOnlyConfig

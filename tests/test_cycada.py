@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from tamebias.api import build_run, fit, load_run
-from tamebias.config import load_config
+from tamebias.api import build_run, fit, restore_run
+from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
 from tamebias.methods import cycada as cycada_module
 from tamebias.models.translator import CycleGAN, ImagePool, ResnetGenerator, TranslatorConfig
@@ -261,7 +261,7 @@ def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
     feature = fit(None, [*overrides, f"method.pixel_run={tmp_path / 'run'}",
                          "method.feature_steps=2"], run_dir=tmp_path / "feature")
     assert feature.steps == 2 and [r["stage"] for r in feature.history] == ["feature"]
-    first, second = load_run(tmp_path / "run", "last"), load_run(tmp_path / "feature", "last")
+    first, second = restore_run(tmp_path / "run", "last"), restore_run(tmp_path / "feature", "last")
     assert same(second.method.translator, snapshot(first.method.translator))
     assert same(second.method.teacher, snapshot(first.method.teacher))
     # the task stage again on that run's translator and teacher (source, translate skipped)
@@ -293,7 +293,7 @@ def test_judge_reads_source_images_before_and_after_translation(tiny_overrides, 
     fit(None, small(tiny_overrides, "method.source_steps=2", "method.translate_steps=2",
                     "method.steps=2", "method.feature_steps=0"), run_dir=run)
     fit(None, [*tiny_overrides, "method.steps=2"], run_dir=tmp_path / "judge")
-    judge = load_run(tmp_path / "judge")
+    judge = restore_run(tmp_path / "judge")
     source = judge.load_split(judge.config.data.source, "test")
     reads = predict(judge.method.predict, source.images, judge.device).argmax(1)
     expected = float((reads == source.labels).float().mean())

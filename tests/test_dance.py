@@ -16,8 +16,9 @@ from tamebias.evaluation.openset import (
     make_rule,
     open_set_metrics,
 )
-from tamebias.methods.dance import DANCE, DANCEConfig, MemoryBank, entropy_separation
+from tamebias.methods.dance import DANCE, DANCEConfig, entropy_separation
 from tamebias.models.classifier import build_classifier
+from tamebias.models.memory import MemoryBank
 
 
 def test_memory_bank_writes_only_the_indexed_rows_and_mixes_with_momentum():
@@ -213,7 +214,7 @@ def test_dance_resumes_exactly_with_its_memory_bank(tiny_overrides, tmp_path, mo
 def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     from tamebias import api
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
 
     source = api.fit(None, tiny_overrides, run_dir=tmp_path / "source")
     config = load_config(None, [*tiny_overrides, "method=dance",
@@ -221,7 +222,7 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     _, method, _ = build_run(config)
     stage = method.stages()[0]
     stage.on_start()
-    trained = api.load_run(source.run_dir).method.classifier.state_dict()
+    trained = api.restore_run(source.run_dir).method.classifier.state_dict()
     assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
                        trained["backbone.fc.1.weight"])
     prototypes = F.normalize(trained["classifier_head.weight"], dim=1)
@@ -313,7 +314,7 @@ def test_rotate_batch_turns_each_image_by_its_label():
 def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrides):
     from tamebias import api
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
 
     config = load_config(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4"])
     _, method, _ = build_run(config)
@@ -321,7 +322,7 @@ def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrid
     assert [s.name for s in stages] == ["rotation", "adapt"] and not stages[0].evaluate
     result = api.fit(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4",
                             "data.target_private=[2]"])
-    trained = api.load_run(result.run_dir, "last").method
+    trained = api.restore_run(result.run_dir, "last").method
     assert trained.rotation_head.weight.shape == (4, trained.classifier.feature_dim)
     # the history's evaluations are the adapt stage's alone
     assert {record["stage"] for record in result.history} == {"adapt"}

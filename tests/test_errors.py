@@ -9,7 +9,7 @@ import pytest
 from conftest import write_npz_domain
 
 import tamebias
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError, DatasetNotFoundError
 

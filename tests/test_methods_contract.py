@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tamebias.api import build_run, build_streams
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.batch import DomainBatch
 from tamebias.data.domain import DomainStreams
 from tamebias.methods import METHODS

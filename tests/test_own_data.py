@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tamebias import cli
 from tamebias.api import evaluate_run, fit
 from tamebias.cli import app
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data.datasets import load_dataset
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import UNLABELED, DataError, DatasetNotFoundError

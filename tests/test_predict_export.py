@@ -15,8 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import tamebias
-from tamebias.api import evaluate_run
-from tamebias.api import load_run as restore_run
+from tamebias.api import evaluate_run, restore_run
 from tamebias.cli import app
 from tamebias.evaluation.metrics import predict as evaluation_logits
 

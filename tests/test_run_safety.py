@@ -139,9 +139,9 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_generation(tiny_overrid
     assert resumed.target == full.target and resumed.history == full.history
     assert not list(run.glob("*.tmp"))
     assert (run / "checkpoint.pt.damaged").exists()  # set aside, not rotated over the good one
-    from tamebias.api import load_run
+    from tamebias.api import restore_run
 
-    older = load_run(run, "previous").method.state_dict()  # readable on its own
+    older = restore_run(run, "previous").method.state_dict()  # readable on its own
     assert checkpoint.finite(older)
 
     for path in (run / "checkpoint.pt", checkpoint.previous(run / "checkpoint.pt")):

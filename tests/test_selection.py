@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tamebias
-from tamebias.config import ConfigError, load_config
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.domain import prepare_data
 from tamebias.evaluation.selection import ValidationProbe
 from tamebias.evaluation.validators import VALIDATORS

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tamebias.api import build_run, build_streams, fit
-from tamebias.config import ConfigError, load_config
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError
 from tamebias.data.shots import pick_shots

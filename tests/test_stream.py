@@ -13,7 +13,7 @@ from PIL import Image
 
 import tamebias
 from tamebias.api import build_run, build_streams
-from tamebias.config import load_config
+from tamebias.compose import load_config
 from tamebias.data import domain
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError

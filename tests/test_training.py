@@ -148,7 +148,7 @@ def test_throughput_counts_only_the_images_a_method_reads(tiny_overrides, tmp_pa
 
 def test_the_oracle_draws_no_source_batch(tiny_overrides):
     from tamebias.api import build_run
-    from tamebias.config import load_config
+    from tamebias.compose import load_config
     from tamebias.data.domain import DomainStreams
 
     config = load_config(None, [*tiny_overrides, "method.name=oracle"])

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tamebias.api import fit, load_run
-from tamebias.config import ConfigError, load_config
+from tamebias.api import fit, restore_run
+from tamebias.compose import load_config
+from tamebias.config import ConfigError
 from tamebias.data.datasets import load_dataset
 from tamebias.data.domain import prepare_data
 from tamebias.data.imageset import DataError
@@ -64,7 +65,7 @@ def test_a_feature_vector_pair_runs_dann_end_to_end(vector_domains, tmp_path):
     assert result.protocol["class_alignment"] == "by label number (one side has no class names)"
     assert result.target["count"] == 60 and 0 <= result.accuracy <= 1
     assert np.isfinite([record["validators"]["entropy"] for record in result.history]).all()
-    run = load_run(result.run_dir)  # the standardization travels with the weights
+    run = restore_run(result.run_dir)  # the standardization travels with the weights
     mlp = run.method.classifier.backbone
     source = load_dataset(vector_domains["source"]).images.flatten(1)
     train_part = prepare_data(load_config(None, vector_overrides(

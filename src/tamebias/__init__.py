@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "RunResult": "api", "evaluate_run": "api", "fit": "api",
-    "RunConfig": "config", "load_config": "config",
+    "RunResult": "records", "evaluate_run": "api", "fit": "api",
+    "RunConfig": "config", "load_config": "compose",
     "diagnose": "diagnosis",
     "export_run": "export",
     "load_run": "inference",
@@ -28,13 +28,15 @@ __all__ = ["RunConfig", "RunResult", "__version__", "diagnose", "evaluate_run", 
            "load_run", "predict", "translation_grids"]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on demand
-    from .api import RunResult, evaluate_run, fit
-    from .config import RunConfig, load_config
+    from .api import evaluate_run, fit
+    from .compose import load_config
+    from .config import RunConfig
     from .diagnosis import diagnose
     from .export import export_run
     from .inference import load_run
     from .prediction import predict
     from .recipe_fit import fit_recipe
+    from .records import RunResult
     from .translation import export_translated, judge_translation, translation_grids
 
 

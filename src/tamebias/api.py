@@ -6,67 +6,35 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
-from .config import ConfigError, RunConfig, load_config
+from .compose import load_config
+from .config import ConfigError, RunConfig
 from .data.augment import Augmenter
+from .data.datasets import load_dataset
 from .data.domain import DomainData, DomainStreams, prepare_data
-from .data.imageset import as_float
+from .data.imageset import DataError, as_float
+from .data.shift import CategoryShift
+from .data.target import align_classes
+from .data.transforms import to_geometry
+from .data.vectors import FeatureAugmenter
 from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
+from .evaluation.openset import make_rule
+from .evaluation.selection import ValidationProbe
 from .lineage import lineage_for, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
-from .models.norm import use_domain
-from .rundir import confined, hold_run, read_json, remove_leftovers, write_json_atomic
+from .models.norm import adapt_batchnorm, use_domain
+from .records import RunResult
+from .rundir import RunDir, confined, hold_run, read_json, remove_leftovers
 from .training import checkpoint
+from .training.tensorboard import TensorBoardLines
 from .training.trainer import Trainer
-
-
-@dataclass
-class RunResult:
-    """What a finished run reports; saved as ``result.json`` in its run directory."""
-
-    run_dir: str
-    method: str
-    task: str
-    selection: str
-    analysis_only: bool
-    target: dict[str, Any]  # Evaluation of the selected model on the target test split
-    source_val: dict[str, Any] | None
-    selected: dict[str, Any] | None  # the evaluation record the selection rule picked
-    final_target_accuracy: float | None  # the last model, whatever the rule
-    oracle_best_target_accuracy: float | None  # analysis only: best over evaluations
-    history: list[dict[str, Any]]
-    protocol: dict[str, Any]
-    steps: int
-    wall_seconds: float
-    train_seconds: float
-    train_images_per_second: float
-    machine: dict[str, Any]
-    tamebias_version: str = __version__
-    config: dict[str, Any] = field(default_factory=dict)
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
-    lineage: dict[str, Any] = field(default_factory=dict)  # lineage.py: the runs it reuses
-    # what the selected model predicts on the unlabeled target training images (no labels)
-    target_predictions: dict[str, Any] | None = None
-
-    @property
-    def accuracy(self) -> float | None:
-        """Target test accuracy; None when the run had no labeled target evaluation set."""
-        return self.target.get("accuracy")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> RunResult:
-        return cls(**json.loads((Path(run_dir) / "result.json").read_text()))
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -127,8 +95,6 @@ def rejection_rule(config: RunConfig, method: Any, protocol: dict[str, Any]):
     """The open-set rejection rule of a category-shift run (None for a plain closed-set run):
     ``train.rejection`` with ``train.rejection_threshold``, else the method's own threshold
     (DANCE's rho), else log(K)/2 for entropy and 0.5 for confidence."""
-    from .evaluation.openset import make_rule
-
     if "category_shift" not in protocol:
         return None
     threshold = config.train.rejection_threshold
@@ -165,8 +131,6 @@ def build_streams(config: RunConfig, data: DomainData, method: Method,
     augment = config.data.augment
     channels, size = data.geometry[0], data.geometry[1]
     if data.source_train.is_vectors:  # feature-space views: noise and feature dropout
-        from .data.vectors import FeatureAugmenter
-
         augmenter = FeatureAugmenter(data.source_train.images, config.train.seed,
                                      augment.strength, device, augment.policy)
     else:
@@ -193,7 +157,7 @@ def fit(
     An existing ``run_dir`` with a checkpoint resumes where it stopped, using the config saved
     there; the result equals that of an uninterrupted run with the same seed."""
     wall_start = time.perf_counter()
-    saved = Path(run_dir) / "config.json" if run_dir is not None else None
+    saved = RunDir(run_dir).config if run_dir is not None else None
     if config is None and saved is not None and saved.exists():
         config = load_config(saved, overrides)  # resume with the run's own config
     elif not isinstance(config, RunConfig):
@@ -214,9 +178,9 @@ def fit(
 
 def check_same_run(run_dir: str | Path, config: RunConfig) -> None:
     """Refuse to train ``config`` into a folder holding a run of another config."""
-    saved = Path(run_dir) / "config.json"
-    if saved.exists() and checkpoint.exists(Path(run_dir) / "checkpoint.pt"):
-        earlier = read_json(saved, "delete the run folder to start it again")
+    folder = RunDir(run_dir)
+    if folder.config.exists() and checkpoint.exists(folder.checkpoint):
+        earlier = folder.read_config("delete the run folder to start it again")
         if run_identity(earlier) != run_identity(config.to_dict()):
             raise ValueError(
                 f"{run_dir} holds a run with a different config; resume it without a config "
@@ -230,20 +194,16 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
     """The body of :func:`fit`, run while holding the run folder's lock."""
     check_same_run(run_dir, config)  # again: no other process can write here now
     remove_leftovers(run_dir)  # temporary files of a killed writer
-    config.save(run_dir / "config.json")
-    write_json_atomic(run_dir / "protocol.json", data.protocol)
+    folder = RunDir(run_dir)
+    config.save(folder.config)
+    folder.write_json(RunDir.PROTOCOL, data.protocol)
     write_lineage(run_dir, lineage)
 
     streams = build_streams(config, data, method, device)
-    trainer = Trainer(
-        method, data, streams, run_dir, device, selection, config.train.log_every,
-        config.train.eval_every, config.train.checkpoint_every, config.train.amp,
-        config.train.progress, rejection=rejection_rule(config, method, data.protocol),
-    )
+    trainer = Trainer(method, data, streams, folder, device, config.train,
+                      rejection=rejection_rule(config, method, data.protocol))
     if config.train.tensorboard:
-        from .training.tensorboard import TensorBoardLines
-
-        trainer.metrics_log = TensorBoardLines(trainer.metrics_log, run_dir / "tensorboard")
+        trainer.metrics_log = TensorBoardLines(trainer.metrics_log, folder.tensorboard)
     report = trainer.run()
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one
@@ -254,7 +214,7 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         method.load_state_dict(checkpoint.load(trainer.best_path, device)["method"])
     if config.train.adabn:
         adapt_to_target(method, data.target_train.images, device)
-        checkpoint.save_atomic({"method": method.state_dict()}, run_dir / ADABN_FILE)
+        checkpoint.save_atomic({"method": method.state_dict()}, folder.adabn)
     target, source = trainer.evaluate()
     method.eval()
     with use_domain(method, "target"):
@@ -288,11 +248,8 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         lineage=lineage,
         target_predictions=predictions,
     )
-    write_json_atomic(run_dir / "result.json", result.to_dict())
+    result.save()
     return result
-
-
-ADABN_FILE = "adabn.pt"
 
 
 def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int = 500):
@@ -303,8 +260,6 @@ def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int =
 def adapt_to_target(method: Method, images: torch.Tensor, device: torch.device) -> int:
     """AdaBN on ``method``'s model: batch-norm statistics recomputed over the uint8 target
     ``images``; returns the number of layers adapted."""
-    from .models.norm import adapt_batchnorm
-
     with torch.no_grad():
         return adapt_batchnorm(method.classifier, _float_batches(images, device), "target")
 
@@ -317,9 +272,7 @@ def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
 
     ``validators`` holds the label-free scores (entropy, IM, SND on the target training
     images) before and after: the way to decide whether AdaBN helped without target labels."""
-    from .evaluation.selection import ValidationProbe
-
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     target_test = run.load_split(run.config.data.target, "test")
     images = run.load_split(run.config.data.target, "train").images
     probe = ValidationProbe.target_only(images, run.device)  # label-free: keep AdaBN or not
@@ -329,13 +282,13 @@ def adabn(run_dir: str | Path, root: str | None = None, which: str = "selected",
     run.method.eval()
     after = evaluate(run.method.predict, target_test, run.device)
     scores_after = probe.scores(run.method)
-    run_dir = Path(run_dir)
-    checkpoint.save_atomic({"method": run.method.state_dict()}, run_dir / ADABN_FILE)
-    summary = {"run_dir": str(run_dir), "which": which, "layers": layers,
+    folder = RunDir(run_dir)
+    checkpoint.save_atomic({"method": run.method.state_dict()}, folder.adabn)
+    summary = {"run_dir": str(folder), "which": which, "layers": layers,
                "target_images": len(images), "before": before.to_dict(),
                "after": after.to_dict(),
                "validators": {"before": scores_before, "after": scores_after}}
-    write_json_atomic(run_dir / "adabn.json", summary)
+    folder.write_json(RunDir.ADABN_SUMMARY, summary)
     return summary
 
 
@@ -350,10 +303,6 @@ class TrainedRun:
 
     def load_split(self, spec: str, split: str) -> Any:
         """A dataset split converted to the run's input geometry (classes checked)."""
-        from .data.datasets import load_dataset
-        from .data.imageset import DataError
-        from .data.transforms import to_geometry
-
         size, _, channels = (int(v) for v in self.protocol["input"].split("x"))
         hint = (size, size) if spec.startswith(("folder:", "list:", "images:")) else None
         dataset = load_dataset(spec, split, self.config.data.root, self.config.data.download,
@@ -361,15 +310,11 @@ class TrainedRun:
         dataset = to_geometry(dataset, size, channels)
         expected = self.protocol["classes"]
         if "category_shift" in self.protocol:  # the run's class split, unknowns relabelled
-            from .data.shift import CategoryShift
-
             shift = CategoryShift.from_card(self.protocol["category_shift"])
             dataset, expected = shift.relabel_target(dataset), shift.target_classes
         if not dataset.is_labeled:
             raise DataError(f"{spec} ({split}) has no labels to evaluate against")
         if dataset.classes != expected and "category_shift" not in self.protocol:
-            from .data.target import align_classes  # by name, or by number without names
-
             dataset = align_classes(expected, dataset, spec)[0]
         if dataset.classes != expected:
             raise DataError(f"{dataset.name} has classes {dataset.classes} but the run was "
@@ -377,19 +322,19 @@ class TrainedRun:
         return dataset
 
 
-def load_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
-             device: str | None = None) -> TrainedRun:
+def restore_run(run_dir: str | Path, which: str = "selected", root: str | None = None,
+                device: str | None = None) -> TrainedRun:
     """Restore a run's model: ``selected`` (best.pt when the rule kept one; adabn.pt for runs
     trained with ``train.adabn``), ``last`` (checkpoint.pt), ``adabn`` (adabn.pt, written by
     ``tamebias adabn``), or a stage snapshot ``stage:NAME`` (stage-NAME.pt)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    config = load_config(run_dir / "config.json")
+    folder = RunDir(run_dir)
+    if not folder.is_run():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RunDir.CONFIG})")
+    config = load_config(folder.config)
     if root is not None:
         config.data.root = root
     target_device = resolve_device(device or config.train.device)
-    protocol = read_json(run_dir / "protocol.json", "resume the run (tamebias fit --resume) "
+    protocol = read_json(folder.protocol, "resume the run (tamebias fit --resume) "
                          "to write it again")
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     classifier = build_classifier(config.model.backbone, len(protocol["classes"]), channels,
@@ -400,17 +345,17 @@ def load_run(run_dir: str | Path, which: str = "selected", root: str | None = No
                                   mlp_dropout=config.model.mlp_dropout)
     method = build_method(config.method, classifier).to(target_device)
     if which.startswith("stage:"):
-        path = run_dir / f"stage-{which.split(':', 1)[1]}.pt"
-    elif which == "selected" and config.train.adabn and (run_dir / ADABN_FILE).exists():
-        path = run_dir / ADABN_FILE  # the run's result is the AdaBN-adapted model
-    elif which == "selected" and (run_dir / "best.pt").exists():
-        path = run_dir / "best.pt"
+        path = folder.stage(which.split(":", 1)[1])
+    elif which == "selected" and config.train.adabn and folder.adabn.exists():
+        path = folder.adabn  # the run's result is the AdaBN-adapted model
+    elif which == "selected" and folder.best.exists():
+        path = folder.best
     elif which in ("selected", "last"):
-        path = run_dir / "checkpoint.pt"
+        path = folder.checkpoint
     elif which == "previous":  # the generation before checkpoint.pt (rundir safety)
-        path = checkpoint.previous(run_dir / "checkpoint.pt")
+        path = checkpoint.previous(folder.checkpoint)
     elif which == "adabn":
-        path = run_dir / ADABN_FILE
+        path = folder.adabn
     else:
         raise ValueError(f"which must be selected, last, previous, adabn or stage:NAME, "
                          f"got {which!r}")
@@ -427,7 +372,7 @@ def evaluate_run(
 ) -> Evaluation:
     """Evaluate a finished run's model (``selected`` or ``last``) on its target test split, or
     on another dataset converted to the run's input geometry."""
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     test_spec = run.config.data.target_test  # the run's separate labeled test set, if any
     if target is None and split == "test" and test_spec not in (None, "none", "transductive"):
         target = test_spec

@@ -14,13 +14,14 @@ from typing import Any
 
 from . import __version__
 from .api import RunResult, fit, run_identity
-from .config import load_config
+from .compose import load_config
 from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
+    RunDir,
     fsync_folder,
     hold_run,
     read_json,
@@ -135,8 +136,6 @@ def rule_means(results: list[RunResult]) -> dict[str, float]:
     shared = set.intersection(*(set(rules) for rules in per_run)) if per_run else set()
     return {name: statistics.fmean(100 * rules[name] for rules in per_run)
             for name in sorted(shared)}
-
-
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -389,7 +388,7 @@ def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
     """Never lose a run: when ``run_dir`` holds a run of another config, refuse (naming the
     flag), or with ``replace_runs`` rename it to ``<seed>.<config hash>`` and point the rows
     of the results JSON that cite it at the new name."""
-    saved = run_dir / "config.json"
+    saved = RunDir(run_dir).config
     if not saved.exists():
         return
     earlier = read_json(saved, f"move {run_dir} away and run the bench again")

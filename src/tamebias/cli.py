@@ -17,6 +17,7 @@ from .config import ConfigError
 from .demo import DEMO_STEPS
 from .errors import TrainingDiverged
 from .registry import UnknownNameError
+from .rundir import RunDir
 
 app = typer.Typer(
     help="tamebias: tame dataset bias with domain adaptation. Train on labeled source data and "
@@ -108,8 +109,8 @@ def fit(
 
     with user_errors():  # e.g. a missing model.pretrained weights file
         if resume is not None:
-            if not (resume / "config.json").exists():
-                raise ConfigError(f"{resume} is not a run directory (no config.json)")
+            if not RunDir(resume).is_run():
+                raise ConfigError(f"{resume} is not a run directory (no {RunDir.CONFIG})")
             if config is not None:
                 raise ConfigError("--resume continues a run with its saved config; "
                                   "do not pass another config file")
@@ -287,15 +288,15 @@ def tsne(
 ) -> None:
     """t-SNE of source and target test features, before and after adaptation, colored by
     domain and by class."""
-    from .api import load_run
+    from .api import restore_run
     from .report.tsne import tsne_report
 
     with user_errors():
-        after = load_run(run_dir, "selected", data_root)
+        after = restore_run(run_dir, "selected", data_root)
         if before is not None:
-            baseline = load_run(before, "selected", data_root)
-        elif (run_dir / "stage-source.pt").exists():
-            baseline = load_run(run_dir, "stage:source", data_root)
+            baseline = restore_run(before, "selected", data_root)
+        elif RunDir(run_dir).stage("source").exists():
+            baseline = restore_run(run_dir, "stage:source", data_root)
         else:
             baseline = None
             errors.print("no --before run and no source stage in this run: drawing the adapted "

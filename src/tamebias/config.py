@@ -1,15 +1,21 @@
-"""Typed run configuration: dataclasses, loaded from TOML/JSON files plus dotted overrides,
-validated field by field, and saved into every run directory."""
+"""Typed run configuration: dataclasses, read from TOML/JSON files plus dotted overrides,
+coerced and checked field by field, and saved into every run directory.
+
+This module knows no registry: ``compose.load_config`` types the ``method`` section by the
+chosen method and checks names against the registries (methods, validators, backbones)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .rundir import read_json, write_json_atomic
 
 
 class ConfigError(ValueError):
@@ -155,8 +161,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from .rundir import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
 
 
@@ -287,8 +291,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.suffix == ".json":
-        from .rundir import read_json
-
         return read_json(path, "fix or restore it (a run folder's config.json is written by "
                          "tamebias fit; delete the folder to train the run again)")
     if path.suffix == ".toml":
@@ -317,42 +319,9 @@ def fill_unset(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, An
     return values
 
 
-def load_config(
-    source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None
-) -> RunConfig:
-    """A RunConfig from a file path or dict (or defaults), with dotted overrides applied.
-    The ``method`` section is typed by the chosen method's own config dataclass."""
-    from .methods import METHODS
-    from .registry import lookup
-
-    if isinstance(source, (str, Path)):
-        values = read_config_file(source)
-    else:
-        values = dict(source or {})
-    values = apply_overrides(values, list(overrides or []))
-    if isinstance(values.get("method"), str):
-        values["method"] = {"name": values["method"]}
-    method_values = dict(values.get("method") or {})
-    method_name = method_values.get("name", "source_only")
-    method_class = lookup(METHODS, method_name, "method")
-    values = fill_unset(values, method_class.part_defaults)
-    values["method"] = build(method_class.Config, method_values, "method.")
-    values["method"].name = method_name
-    config = build(RunConfig, values)
-    validate(config)
-    return config
-
-
-def validate(config: RunConfig) -> None:
-    """Checks that span fields, made before any data is read."""
-    from .evaluation.validators import VALIDATORS
-
-    rules = (*SELECTION_RULES, *(name for name in VALIDATORS if name not in SELECTION_RULES))
-    if config.train.selection not in rules:
-        raise ConfigError(
-            f"train.selection must be one of {', '.join(rules)}, "
-            f"got {config.train.selection!r}"
-        )
+def check(config: RunConfig) -> None:
+    """Checks that span fields and need no registry, made before any data is read; the
+    checks against registries (methods, validators, backbones, ...) are in ``compose.py``."""
     if config.train.selection in ("source_val", "dev") and config.data.source_val_fraction <= 0:
         raise ConfigError(
             f"train.selection={config.train.selection} needs a source validation set: "
@@ -375,17 +344,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
     if config.data.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
-    from .data.augment import POLICIES, VIEWS
-
-    augment = config.data.augment
-    if augment.policy not in POLICIES:
-        raise ConfigError(f"data.augment.policy must be one of {', '.join(POLICIES)}, "
-                          f"got {augment.policy!r}")
-    for name in ("source", "target"):
-        if getattr(augment, name) not in VIEWS:
-            raise ConfigError(f"data.augment.{name} must be one of {', '.join(VIEWS)}, "
-                              f"got {getattr(augment, name)!r}")
-    if augment.strength < 0:
+    if config.data.augment.strength < 0:
         raise ConfigError("data.augment.strength must not be negative")
     if not config.model.mlp_widths or min(config.model.mlp_widths) < 1:
         raise ConfigError("model.mlp_widths must list one or more positive layer widths")
@@ -411,15 +370,6 @@ def validate(config: RunConfig) -> None:
     for name, value in vars(config.method).items():
         if name.endswith("steps") and isinstance(value, int) and value < 0:
             raise ConfigError(f"method.{name} must not be negative, got {value}")
-    from .models.backbones import BACKBONES
-    from .registry import lookup
-
-    lookup(BACKBONES, config.model.backbone, "backbone")
-    from .models.norm import NORMS
-
-    if config.model.norm is not None and config.model.norm not in NORMS:
-        raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, "
-                          f"got {config.model.norm!r}")
     for name in ("log_every", "eval_every", "checkpoint_every"):
         if getattr(config.train, name) < 1:
             raise ConfigError(f"train.{name} must be positive")
@@ -428,8 +378,6 @@ def validate(config: RunConfig) -> None:
 
 def check_learning_rates(method: MethodConfig) -> None:
     """Every optimizer's ``lr`` is a finite positive number (NaN or 0 would train nothing)."""
-    import math
-
     for name, value in vars(method).items():
         optims = value.items() if isinstance(value, dict) else [("", value)]
         for key, optim in optims:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .rundir import DEMO_FILE
+
 DEMO_TASK = "mnist5k-ucidigits"
 BASELINE = "source_only+bn+aug"
 # source only, the adaptation recipes, then the oracle (analysis only: target labels)
@@ -88,5 +90,5 @@ def run_demo(output: Path, steps: int = DEMO_STEPS, seed: int = 0,
         "threads": next(iter(results.values())).machine["torch_threads"],
         "protocol": next(iter(results.values())).protocol,
     }
-    (output / "demo.json").write_text(json.dumps(record, indent=2) + "\n")
+    (output / DEMO_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -11,14 +11,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import TrainedRun, fit, load_run
-from .config import load_config
+from .api import TrainedRun, fit, restore_run
+from .compose import load_config
 from .data.domain import prepare_data
 from .data.imageset import DataError
 from .evaluation.metrics import predict
 from .evaluation.selection import fixed_sample
 from .evaluation.shift import bbse, image_statistics, mmd, proxy_a_distance
 from .registry import lookup
+from .report.shift_figures import plot_proportions, plot_samples
+from .report.tsne import draw, embed
+from .rundir import DIAGNOSE_FILE
+from .tasks import TASKS
 
 
 def _model(source: str | None, target: str | None, run: str | Path | None, task: str | None,
@@ -29,11 +33,9 @@ def _model(source: str | None, target: str | None, run: str | Path | None, task:
         if source or target or task:
             raise ValueError("pass either --run (a trained run: its own source and target) or "
                              "--source/--target/--task, not both")
-        return load_run(run, "selected", data_root), f"run {run}"
+        return restore_run(run, "selected", data_root), f"run {run}"
     base: list[str] = []
     if task is not None:
-        from .tasks import TASKS
-
         base = lookup(TASKS, task, "task").overrides()
     elif not (source and target):
         raise ValueError("diagnose needs --source and --target (dataset names, e.g. mnist and "
@@ -46,7 +48,7 @@ def _model(source: str | None, target: str | None, run: str | Path | None, task:
         "train.progress=false", *([f"data.root={data_root}"] if data_root else []),
         *overrides])
     result = fit(config, run_dir=output / "source_only")
-    return load_run(result.run_dir, "selected", data_root), (
+    return restore_run(result.run_dir, "selected", data_root), (
         f"source-only model trained here for {config.method.steps} steps "
         f"({output / 'source_only'})")
 
@@ -64,9 +66,6 @@ def diagnose(
     ``steps`` steps. Target *training* images are used without labels for every measure; the
     target test labels appear only in the fields marked ``analysis_`` (to check the estimate).
     """
-    from .report.shift_figures import plot_proportions, plot_samples
-    from .report.tsne import draw, embed
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     trained, model_note = _model(source, target, run, task, output, list(overrides or []),
@@ -132,5 +131,5 @@ def diagnose(
                  "target_labels": data.target_test.labels[chosen].numpy()}
         draw([("features", embed(parts, seed), parts)], output / "tsne.png", classes)
         report["figures"].append("tsne.png")
-    (output / "diagnose.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / DIAGNOSE_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

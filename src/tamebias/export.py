@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .inference import LoadedRun
+from .inference import LoadedRun, load_run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 METADATA_KEY = "tamebias"
@@ -68,8 +68,6 @@ def export_run(run_dir: str | Path, format: str = "onnx", output: str | Path | N
                which: str = "selected") -> Path:
     """Write the run's classifier as ``output`` (default ``RUN/model.onnx`` or
     ``RUN/model.pt``) and its metadata as ``output + .json``; returns the model path."""
-    from .inference import load_run
-
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     loaded = load_run(run_dir, which, device="cpu")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .api import rejection_rule, restore_run
 from .data.imageset import DataError, ImageSet
 from .data.transforms import to_geometry
 
@@ -177,10 +178,7 @@ def load_run(run_dir: str | Path, which: str = "selected", device: str | None = 
              root: str | None = None) -> LoadedRun:
     """A finished run's model (``which``: ``selected``, ``last``, ``adabn`` or
     ``stage:NAME``, as ``tamebias eval``), its preprocessing and its class names."""
-    from .api import load_run as restore
-    from .api import rejection_rule
-
-    run = restore(run_dir, which, root, device)
+    run = restore_run(run_dir, which, root, device)
     protocol = run.protocol
     size, _, channels = (int(v) for v in protocol["input"].split("x"))
     model = run.method.classifier.eval().requires_grad_(False)

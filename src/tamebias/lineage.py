@@ -16,9 +16,11 @@ from typing import Any
 
 from torch import Tensor
 
-from .rundir import RunFileError, write_json_atomic
+from .methods import METHODS
+from .rundir import RunDir, RunFileError, write_json_atomic
+from .training import checkpoint
 
-LINEAGE_FILE = "lineage.json"
+LINEAGE_FILE = RunDir.LINEAGE
 
 
 def weight_sources(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -36,9 +38,8 @@ def checkpoint_of(source: str | Path, setting: str) -> Path:
     ``checkpoint.pt``; or a checkpoint file itself."""
     path = Path(source)
     if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "checkpoint.pt"
-    from .training import checkpoint
-
+        folder = RunDir(path)
+        path = folder.best if folder.best.exists() else folder.checkpoint
     if not checkpoint.exists(path):
         raise FileNotFoundError(f"{setting}: no checkpoint at {path}; give a finished run "
                                 "directory or a checkpoint file")
@@ -48,8 +49,6 @@ def checkpoint_of(source: str | Path, setting: str) -> Path:
 def load_weights(source: str | Path, setting: str, prefix: str = "") -> dict[str, Tensor]:
     """The method weights under ``prefix`` (prefix removed) of another run or checkpoint file:
     the one place a run reads another run's weights."""
-    from .training import checkpoint
-
     path = checkpoint_of(source, setting)
     state = checkpoint.load_latest(path)["method"]
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -60,8 +59,6 @@ def load_weights(source: str | Path, setting: str, prefix: str = "") -> dict[str
 
 def own_analysis(config: dict[str, Any]) -> list[str]:
     """Why a run's own settings make it analysis only (empty: they do not)."""
-    from .methods import METHODS
-
     method = (config.get("method") or {}).get("name", "source_only")
     kind = METHODS.get(method)
     reasons = []
@@ -89,19 +86,17 @@ def parent_record(setting: str, source: str, seen: frozenset[Path] = frozenset()
     run = weights.parent.resolve()
     record: dict[str, Any] = {"setting": setting, "path": str(source), "run": str(run),
                               "weights": weights.name}
-    config = _read(run / "config.json")
+    config = _read(RunDir(run).config)
     if not isinstance(config, dict):  # a bare checkpoint file: nothing says how it was made
         record.update(method=None, selection=None, analysis_only=False, known=False,
                       reasons=[], parents=[])
         return record
-    from .methods import METHODS
-
     method = (config.get("method") or {}).get("name")
     kind = METHODS.get(method)
     if run in seen:
         raise RunFileError(f"{setting}: {run} is built from itself (a cycle of runs)")
     lineage = lineage_of(config, seen | {run})
-    result = _read(run / "result.json")
+    result = _read(RunDir(run).result)
     reasons = list(lineage["reasons"])
     if isinstance(result, dict) and result.get("analysis_only") and not reasons:
         reasons.append("its result is marked analysis only")
@@ -137,10 +132,8 @@ def lineage_for(config: dict[str, Any], run_dir: str | Path | None) -> dict[str,
     from the parents it started with, even if their folders changed since), else computed
     from ``config`` now."""
     if run_dir is not None:
-        from .training import checkpoint
-
         saved = Path(run_dir) / LINEAGE_FILE
-        if saved.exists() and checkpoint.exists(Path(run_dir) / "checkpoint.pt"):
+        if saved.exists() and checkpoint.exists(RunDir(run_dir).checkpoint):
             recorded = _read(saved)
             if isinstance(recorded, dict) and "parents" in recorded:
                 return recorded

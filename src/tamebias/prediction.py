@@ -26,7 +26,7 @@ from .data.imageset import DataError
 from .data.lists import parse_image_list
 from .data.readers import IMAGE_EXTENSIONS, is_class_folder, list_image_folder
 from .data.vectors import read_array_npz
-from .inference import UNKNOWN, LoadedRun, decode_image
+from .inference import UNKNOWN, LoadedRun, decode_image, load_run
 
 
 @dataclass
@@ -184,8 +184,6 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], batch_size: int =
             which: str = "selected", device: str | None = "cpu", progress: bool = False,
             ) -> Predictions:
     """Predict every image of ``inputs`` with the run's model (``tamebias predict``)."""
-    from .inference import load_run
-
     loaded = load_run(run_dir, which, device)
     read = collect_inputs(inputs)
     total = sum(len(group) for group in read)

@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
-from .config import ConfigError, RunConfig, load_config, read_config_file
+from .api import RunResult, fit, run_identity
+from .compose import load_config
+from .config import ConfigError, RunConfig, read_config_file
+from .data.domain import prepare_data
+from .methods import METHODS
 from .registry import lookup
+from .rundir import RunDir
 from .tasks import VARIANTS, resolve_variant
 
 DEFAULT_TASK = "mnist5k-ucidigits"  # the embedded pair: no download
@@ -83,8 +88,6 @@ def recipe_config(task: str | None, recipe: str | None, base: Any = None,
     template: list[str] = []
     if recipe is not None:
         if recipe not in VARIANTS:
-            from .methods import METHODS
-
             lookup({**METHODS, **VARIANTS}, recipe, "recipe")
         method, template = resolve_variant(recipe)
         items.insert(0, f"method.name={method}")
@@ -123,9 +126,6 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     """Train ``recipe`` on ``task`` after the runs it requires (``on_required(label, dir,
     reused)`` is told about each; ``locations`` places some of them); returns the main run's
     :class:`RunResult`."""
-    from .api import RunResult, fit, run_identity
-    from .data.domain import prepare_data
-
     overrides = list(overrides or [])
     locations = dict(locations or {})
     config = recipe_config(task, recipe, base, overrides, locations)
@@ -133,13 +133,13 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     for label in required_recipes(recipe) if recipe else []:
         required = recipe_config(task, label, base, overrides, locations)
         folder = locations.get(label) or required_run_dir(config, task, label, base, overrides)
-        saved = folder / "config.json"
+        saved = RunDir(folder).config
         same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
             run_identity(required.to_dict())
         if saved.exists() and not same:
             raise ConfigError(f"{folder} holds a {label} run of other settings (a run made by "
                               "an older tamebias?); move it away to train it again")
-        reused = same and (folder / "result.json").exists()
+        reused = same and RunDir(folder).is_finished()
         if on_required:
             on_required(label, folder, reused)
         if not reused:

@@ -14,10 +14,85 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 LOCK_FILE = ".lock"
 TEMPORARY_SUFFIX = ".tmp"
+# the records of folders that group runs (written by tamebias sweep / demo / diagnose)
+SWEEP_FILE = "sweep.json"
+DEMO_FILE = "demo.json"
+DIAGNOSE_FILE = "diagnose.json"
+
+
+class RunDir:
+    """A run folder and the one place its file names are spelled: code asks for
+    ``RunDir(path).best`` instead of writing ``path / "best.pt"``."""
+
+    CONFIG: ClassVar[str] = "config.json"  # the full run config (resume reads it)
+    PROTOCOL: ClassVar[str] = "protocol.json"  # data protocol: splits, geometry, classes
+    LINEAGE: ClassVar[str] = "lineage.json"  # the runs it was built from (lineage.py)
+    RESULT: ClassVar[str] = "result.json"  # records.RunResult, written when it finishes
+    METRICS: ClassVar[str] = "metrics.jsonl"  # training logs and evaluation records
+    CHECKPOINT: ClassVar[str] = "checkpoint.pt"  # the latest state (two generations)
+    BEST: ClassVar[str] = "best.pt"  # the weights the selection rule picked
+    ADABN: ClassVar[str] = "adabn.pt"  # AdaBN-adapted weights
+    ADABN_SUMMARY: ClassVar[str] = "adabn.json"
+    TENSORBOARD: ClassVar[str] = "tensorboard"  # a folder
+    SUMMARY: ClassVar[str] = "summary.md"
+    CONFUSION: ClassVar[str] = "confusion.png"
+    CURVES: ClassVar[str] = "curves.png"
+    TSNE: ClassVar[str] = "tsne.png"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def stage(self, name: str) -> Path:
+        """The weights at the end of stage ``name`` (every stage but the last)."""
+        return self.path / f"stage-{name}.pt"
+
+    config = property(lambda self: self.path / self.CONFIG)
+    protocol = property(lambda self: self.path / self.PROTOCOL)
+    lineage = property(lambda self: self.path / self.LINEAGE)
+    result = property(lambda self: self.path / self.RESULT)
+    metrics = property(lambda self: self.path / self.METRICS)
+    checkpoint = property(lambda self: self.path / self.CHECKPOINT)
+    best = property(lambda self: self.path / self.BEST)
+    adabn = property(lambda self: self.path / self.ADABN)
+    adabn_summary = property(lambda self: self.path / self.ADABN_SUMMARY)
+    tensorboard = property(lambda self: self.path / self.TENSORBOARD)
+    summary = property(lambda self: self.path / self.SUMMARY)
+    confusion = property(lambda self: self.path / self.CONFUSION)
+    curves = property(lambda self: self.path / self.CURVES)
+    tsne = property(lambda self: self.path / self.TSNE)
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its config is written before training starts)."""
+        return self.config.exists()
+
+    def is_finished(self) -> bool:
+        return self.result.exists()
+
+    def read_config(self, remedy: str = "") -> Any:
+        return read_json(self.config, remedy)
+
+    def write_json(self, name: str, value: Any) -> None:
+        """``value`` as the JSON file ``name`` of this folder, written atomically."""
+        write_json_atomic(self.path / name, value)
 
 
 class RunFileError(ValueError):

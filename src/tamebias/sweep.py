@@ -23,12 +23,15 @@ from typing import Any
 from . import __version__
 from .api import RunResult, fit, run_identity
 from .bench import keep_earlier_run, locked
-from .config import ConfigError, load_config, parse_override
+from .compose import load_config
+from .config import ConfigError, parse_override
 from .data.domain import prepare_data
 from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
+from .records import EvalRecord
 from .registry import lookup
-from .rundir import write_json_atomic, write_text_atomic
+from .rundir import SWEEP_FILE, RunDir, write_json_atomic, write_text_atomic
+from .tasks import TASKS
 from .training.trainer import TrainingDiverged
 
 
@@ -62,8 +65,8 @@ def _slug(params: dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "=,.-_" else "_" for c in text)
 
 
-def chosen_record(history: list[dict[str, Any]], validator: str, score_at: str = "pick"
-                  ) -> dict[str, Any] | None:
+def chosen_record(history: list[EvalRecord], validator: str, score_at: str = "pick"
+                  ) -> EvalRecord | None:
     """The evaluation a validator is judged at in one run (``pick`` or ``last``)."""
     if score_at == "last":
         final = candidates(history)[-1:] or [None]
@@ -173,8 +176,6 @@ def run_sweep(
     combos = configurations(parsed, sample, search_seed)
     base = []
     if task is not None:
-        from .tasks import TASKS
-
         base = lookup(TASKS, task, "task").overrides()
     data, runs = None, []
     for index, params in enumerate(combos):
@@ -185,13 +186,13 @@ def run_sweep(
             if data is None:
                 data = prepare_data(config.data)  # decoded once for the whole sweep
             run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
-            saved = run_dir / "config.json"
+            saved = RunDir(run_dir).config
             same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
                 run_identity(config.to_dict())
             if saved.exists() and not same:  # a run of another config: kept, never deleted
                 keep_earlier_run(run_dir, config.to_dict(), replace_runs=True)
             try:
-                if same and (run_dir / "result.json").exists():
+                if same and RunDir(run_dir).is_finished():
                     result = RunResult.load(run_dir)  # finished: reuse, no retraining
                 else:
                     result = fit(config, run_dir=run_dir, data=data)
@@ -218,6 +219,6 @@ def run_sweep(
     record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
               "seeds": seeds, "runs": runs, "rows": rows}
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep_dir / "sweep.json", record)
+    write_json_atomic(sweep_dir / SWEEP_FILE, record)
     write_results(Path(results) if results else sweep_dir / "validators.json", rows)
     return record

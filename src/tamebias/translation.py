@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import TrainedRun, load_run
+from .api import TrainedRun, restore_run
 from .data.imageset import ImageSet
+from .evaluation.metrics import predict
+from .report.figures import subplots
 
 
 def _translator(run: TrainedRun):
@@ -46,9 +48,7 @@ def translation_grids(run_dir: str | Path, output: str | Path | None = None, cou
     (default ``RUN/translation.png``)."""
     from torchvision.utils import make_grid
 
-    from .report.figures import subplots
-
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     translator = _translator(run)
     source = _sample(run.load_split(run.config.data.source, "test"), count, run.device)
     target = _sample(run.load_split(run.config.data.target, "test"), count, run.device)
@@ -84,8 +84,8 @@ def export_translated(run_dir: str | Path, path: str | Path, root: str | None = 
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"the export is a .npz file (x uint8, y int64); got {path}")
-    run = load_run(run_dir, which, root)
-    translator = _translator(run)  # in eval mode, as load_run leaves the whole method
+    run = restore_run(run_dir, which, root)
+    translator = _translator(run)  # in eval mode, as restore_run leaves the whole method
     dataset = run.load_split(run.config.data.source, "train")
     pieces = []
     for start in range(0, len(dataset), batch_size):
@@ -111,11 +111,9 @@ def judge_translation(run_dir: str | Path, judge_dir: str | Path, root: str | No
     show their class to a target-domain reader: the label noise the task classifier trains on.
     A diagnosis of the translator, not a selection rule (the judge may have seen target labels).
     Returns the counts, both accuracies and the ``flips`` most frequent (label, read as) pairs."""
-    from .evaluation.metrics import predict
-
-    run = load_run(run_dir, which, root)
+    run = restore_run(run_dir, which, root)
     translator = _translator(run)
-    judge = load_run(judge_dir, "selected", root, device=str(run.device))
+    judge = restore_run(judge_dir, "selected", root, device=str(run.device))
     if judge.protocol["classes"] != run.protocol["classes"] or \
             judge.protocol["input"] != run.protocol["input"]:
         raise ValueError(

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .datasets import _choose_data_root, _find_path
 from .folder import has_top_level_images, images_to_tensor, list_images
 from .imageset import DataError, ImageSet
 from .lists import parse_image_list
 from .readers import decode_images, list_image_folder
+from .transforms import to_geometry
 
-CACHES = ("auto", "memory", "stream")
 STREAMABLE = ("folder:", "list:", "images:")
 
 
@@ -53,8 +54,6 @@ class LazyImages:
 
     def decode(self, indices: Sequence[int]) -> Tensor:
         """The images at ``indices`` as one uint8 tensor (the memory path's exact pixels)."""
-        from .transforms import to_geometry
-
         files = [Path(self.files[index]) for index in indices]
         if not files:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
@@ -92,8 +91,6 @@ def is_lazy(images: Any) -> bool:
 def _listing(spec: str, split: str, root: str | Path | None
              ) -> tuple[list[Path], list[int] | None, list[str], dict[str, Any]]:
     """The files (and labels, classes) the memory path would decode for ``spec``, in order."""
-    from .datasets import _choose_data_root, _find_path
-
     kind, _, rest = spec.partition(":")
     path = _find_path(spec, rest, root)
     if kind == "list":

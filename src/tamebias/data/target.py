@@ -27,7 +27,6 @@ import torch
 from .imageset import DataError, ImageSet
 
 Loader = Callable[[str, str], ImageSet]
-KEYWORDS = ("transductive", "none")
 
 
 @dataclass

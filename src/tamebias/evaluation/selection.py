@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..data.domain import DomainData
 from ..models.norm import use_domain
+from ..records import EvalRecord
 from .metrics import predict
 from .validators import VALIDATORS, ValidatorInputs
 
@@ -90,14 +90,14 @@ class ValidationProbe:
                 if self.source_images is not None or name not in SOURCE_VALIDATORS}
 
 
-def selection_score(rule: str) -> Callable[[dict[str, Any]], float]:
+def selection_score(rule: str) -> Callable[[EvalRecord], float]:
     """How an evaluation record is scored by a validator named in ``train.selection``."""
     if rule not in VALIDATORS:
         raise KeyError(f"no validator {rule!r}; choose from {', '.join(VALIDATORS)}")
     return lambda record: record["validators"][rule]
 
 
-def record_score(record: dict[str, Any], validator: str) -> float | None:
+def record_score(record: EvalRecord, validator: str) -> float | None:
     """A validator's value in one evaluation record; None when missing or not finite.
     ``source_val`` is the trainer's own rule, the accuracy on the whole source validation
     split (the probe's 1,000-image sample only where a record lacks it)."""
@@ -107,12 +107,12 @@ def record_score(record: dict[str, Any], validator: str) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def candidates(history: list[EvalRecord]) -> list[EvalRecord]:
     """Evaluations a selection rule may pick: those of the last evaluated stage."""
     return [r for r in history if r["stage"] == history[-1]["stage"]] if history else []
 
 
-def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None:
+def pick(history: list[EvalRecord], validator: str) -> EvalRecord | None:
     """The evaluation a validator picks in one run (ties go to the later one, as in training)."""
     best, best_value = None, None
     for record in candidates(history):
@@ -122,7 +122,7 @@ def pick(history: list[dict[str, Any]], validator: str) -> dict[str, Any] | None
     return best
 
 
-def rule_accuracies(history: list[dict[str, Any]]) -> dict[str, float]:
+def rule_accuracies(history: list[EvalRecord]) -> dict[str, float]:
     """Target test accuracy (fraction) of the evaluation each recorded validator picks within
     one run: every label-free rule, read from the run record without retraining."""
     names = {name for record in candidates(history) for name in record.get("validators") or {}}

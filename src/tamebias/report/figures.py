@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..rundir import write_text_atomic
+from ..rundir import RunDir, write_text_atomic
 from ..training.log import read_json_lines
 
 
@@ -70,17 +70,18 @@ def plot_curves(records: list[dict], path: Path) -> None:
 def write_run_report(run_dir: str | Path) -> Path:
     """``summary.md`` plus ``confusion.png`` and ``curves.png`` for a finished run."""
     run_dir = Path(run_dir)
-    result = json.loads((run_dir / "result.json").read_text())
+    folder = RunDir(run_dir)
+    result = json.loads(folder.result.read_text())
     classes = result["protocol"]["classes"]
     target = result["target"]
-    plot_curves(read_json_lines(run_dir / "metrics.jsonl"), run_dir / "curves.png")
+    plot_curves(read_json_lines(folder.metrics), folder.curves)
     selected = result["selected"] or {}
     picked = (f"model picked by `{result['selection']}` at {selected.get('stage')} step "
               f"{selected.get('step')}" + (" — *analysis only (uses target labels)*"
                                            if result["analysis_only"] else ""))
     if target.get("accuracy") is None:  # no labeled target evaluation set
         return _write_unlabeled_summary(run_dir, result, picked)
-    plot_confusion(target["confusion"], classes, run_dir / "confusion.png",
+    plot_confusion(target["confusion"], classes, folder.confusion,
                    f"{result['method']} on {result['task']} (target test)")
     per_class = " | ".join(f"{100 * a:.1f}" for a in target["per_class_accuracy"])
     lines = [
@@ -96,15 +97,16 @@ def write_run_report(run_dir: str | Path) -> Path:
         "|---" * (len(classes) + 1) + "|",
         "| accuracy % | " + per_class + " |",
         "",
-        "![confusion](confusion.png)",
+        f"![confusion]({RunDir.CONFUSION})",
         "",
-        "![curves](curves.png)",
+        f"![curves]({RunDir.CURVES})",
         "",
-        "Files: `config.json` (the full config; `tamebias fit --resume` this folder to continue), "
-        "`metrics.jsonl`, `checkpoint.pt` (last), `best.pt` (selected), `result.json`.",
+        f"Files: `{RunDir.CONFIG}` (the full config; `tamebias fit --resume` this folder to "
+        f"continue), `{RunDir.METRICS}`, `{RunDir.CHECKPOINT}` (last), `{RunDir.BEST}` "
+        f"(selected), `{RunDir.RESULT}`.",
     ]
-    write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
-    return run_dir / "summary.md"
+    write_text_atomic(folder.summary, "\n".join(lines) + "\n")
+    return folder.summary
 
 
 def _run_lines(result: dict) -> list[str]:
@@ -156,10 +158,10 @@ def _write_unlabeled_summary(run_dir: Path, result: dict, picked: str) -> Path:
         *label_free_lines(result),
         *_run_lines(result),
         "",
-        "![curves](curves.png)",
+        f"![curves]({RunDir.CURVES})",
         "",
         "Give a labeled evaluation set with `--set data.target_test=folder:PATH` (or list:FILE, "
         "npz:PATH) to measure accuracy.",
     ]
-    write_text_atomic(run_dir / "summary.md", "\n".join(lines) + "\n")
-    return run_dir / "summary.md"
+    write_text_atomic(RunDir(run_dir).summary, "\n".join(lines) + "\n")
+    return RunDir(run_dir).summary

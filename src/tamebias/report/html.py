@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..api import restore_run
+from ..evaluation.selection import record_score
+from ..rundir import DEMO_FILE, DIAGNOSE_FILE, SWEEP_FILE, RunDir
+from ..sweep import chosen_record
 from ..training.log import read_json_lines
-from .figures import plot_confusion, plot_curves, subplots
+from .figures import label_free_lines, plot_confusion, plot_curves, subplots
 from .shift_figures import plot_per_class
+from .tsne import tsne_report
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -86,7 +91,7 @@ def _validator_curves(history: list[dict[str, Any]]) -> Callable[[io.BytesIO], N
 
 
 def run_section(run_dir: Path) -> str:
-    result = json.loads((run_dir / "result.json").read_text())
+    result = json.loads(RunDir(run_dir).result.read_text())
     protocol, config, target = result["protocol"], result.get("config", {}), result["target"]
     classes = protocol["classes"]
     selected = result.get("selected") or {}
@@ -119,7 +124,7 @@ def run_section(run_dir: Path) -> str:
     parts = [f"<h2>Run: {html.escape(result['method'])} on {html.escape(result['task'])}</h2>",
              f'<p class="small">{html.escape(str(run_dir))}</p>', "<h3>Protocol</h3>",
              _table(card)]
-    metrics = run_dir / "metrics.jsonl"
+    metrics = RunDir(run_dir).metrics
     if metrics.exists():
         records = read_json_lines(metrics)
         parts += ["<h3>Training curves</h3>", _figure(
@@ -128,8 +133,6 @@ def run_section(run_dir: Path) -> str:
     if curves is not None:
         parts.append(_figure(_png(curves), "unsupervised validators at each evaluation"))
     if target.get("accuracy") is None:  # no labeled target evaluation set
-        from .figures import label_free_lines
-
         parts += ["<h3>No target accuracy</h3>",
                   f"<p>{html.escape(target.get('note', 'no labeled target set'))}</p>",
                   "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>"
@@ -146,19 +149,19 @@ def run_section(run_dir: Path) -> str:
                                               f"{result['method']} (target test)")),
                 "confusion matrix on the target test split (rows: true class)"),
     ]
-    tsne = run_dir / "tsne.png"
+    tsne = RunDir(run_dir).tsne
     if tsne.exists():
         parts += ["<h3>t-SNE before / after adaptation</h3>",
                   _file_figure(tsne, "t-SNE of source and target test features")]
     for diagnosis in (run_dir / "diagnose", run_dir):
-        if (diagnosis / "diagnose.json").exists():
+        if (diagnosis / DIAGNOSE_FILE).exists():
             parts.append(diagnose_section(diagnosis, level=3))
             break
     return "\n".join(parts)
 
 
 def diagnose_section(folder: Path, level: int = 2) -> str:
-    report = json.loads((folder / "diagnose.json").read_text())
+    report = json.loads((folder / DIAGNOSE_FILE).read_text())
     heading = f"h{level}"
     rows = [[name, f"{report['pixels'][key]:.3f}", f"{report['features'][key]:.3f}"]
             for key, name in (("proxy_a_distance", "proxy A-distance (0 same, 2 separable)"),
@@ -190,10 +193,7 @@ def diagnose_section(folder: Path, level: int = 2) -> str:
 
 
 def sweep_section(folder: Path) -> str:
-    sweep = json.loads((folder / "sweep.json").read_text())
-    from ..evaluation.selection import record_score
-    from ..sweep import chosen_record
-
+    sweep = json.loads((folder / SWEEP_FILE).read_text())
     runs, rows = sweep["runs"], sweep["rows"]
     validators = [row["validator"] for row in rows]
     table = [[r["validator"], r["runs"],
@@ -246,7 +246,7 @@ def sweep_section(folder: Path) -> str:
 
 def demo_section(folder: Path) -> str:
     """The demo's table (gain over source only, selection rules), then each of its runs."""
-    demo = json.loads((folder / "demo.json").read_text())
+    demo = json.loads((folder / DEMO_FILE).read_text())
     rows = [[row["recipe"] + (" (analysis)" if row["analysis_only"] else ""),
              f"{row['accuracy']:.2f}", "" if row["gain"] is None else f"{row['gain']:+.2f}",
              row["selection"], f"{row['wall_seconds']:.0f}"] for row in demo["rows"]]
@@ -260,7 +260,7 @@ def demo_section(folder: Path) -> str:
              f"{demo['threads']} CPU thread(s).</p>"]
     for row in demo["rows"]:
         run_dir = folder / row["recipe"]  # the demo's layout, wherever the folder moved
-        if not (run_dir / "result.json").exists():
+        if not RunDir(run_dir).result.exists():
             run_dir = Path(row["run_dir"])
         parts.append(run_section(run_dir))
     return "\n".join(parts)
@@ -269,13 +269,10 @@ def demo_section(folder: Path) -> str:
 def compute_tsne(run_dir: Path, count: int = 300, data_root: str | None = None) -> Path:
     """``RUN/tsne.png`` as ``tamebias tsne`` draws it: beside the run's own source stage when
     it has one (ADDA), else the adapted model alone."""
-    from ..api import load_run
-    from .tsne import tsne_report
-
-    after = load_run(run_dir, "selected", data_root)
-    before = (load_run(run_dir, "stage:source", data_root)
-              if (run_dir / "stage-source.pt").exists() else None)
-    return tsne_report(after, before, run_dir / "tsne.png", count, 0,
+    after = restore_run(run_dir, "selected", data_root)
+    before = (restore_run(run_dir, "stage:source", data_root)
+              if RunDir(run_dir).stage("source").exists() else None)
+    return tsne_report(after, before, RunDir(run_dir).tsne, count, 0,
                        ("source only", after.config.method.name))
 
 
@@ -287,15 +284,15 @@ def write_report(paths: list[str | Path], output: str | Path,
     that have none (slow: a t-SNE per run)."""
     sections = []
     for path in map(Path, paths):
-        if tsne and (path / "result.json").exists() and not (path / "tsne.png").exists():
+        if tsne and RunDir(path).is_finished() and not RunDir(path).tsne.exists():
             compute_tsne(path, data_root=data_root)
-        if (path / "sweep.json").exists():
+        if (path / SWEEP_FILE).exists():
             sections.append(sweep_section(path))
-        elif (path / "demo.json").exists():
+        elif (path / DEMO_FILE).exists():
             sections.append(demo_section(path))
-        elif (path / "result.json").exists():
+        elif RunDir(path).is_finished():
             sections.append(run_section(path))
-        elif (path / "diagnose.json").exists():
+        elif (path / DIAGNOSE_FILE).exists():
             sections.append(diagnose_section(path))
         else:
             raise FileNotFoundError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import OptimConfig
+from ..config import OptimConfig, TrainConfig
 from ..data.domain import DomainData, DomainStreams
 from ..errors import TrainingDiverged
 from ..evaluation.metrics import Evaluation, evaluate
@@ -21,6 +22,8 @@ from ..evaluation.openset import METRICS as OPEN_SET_METRICS
 from ..evaluation.selection import ValidationProbe, selection_score
 from ..methods.base import Method, Stage, trainable_parameters
 from ..models.norm import use_domain
+from ..records import EvalRecord, eval_record
+from ..rundir import RunDir
 from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, lr_scales, set_learning_rate
@@ -81,16 +84,16 @@ class Context:
 
 @dataclass
 class LoopReport:
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluation
+    history: list[EvalRecord] = field(default_factory=list)  # one record per evaluation
     train_seconds: float = 0.0
     train_images: int = 0
     steps: int = 0
-    selected: dict[str, Any] | None = None
+    selected: EvalRecord | None = None
     earlier_wall_seconds: float = 0.0  # spent by earlier processes on this run (resume)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage
 
 
-SCORES = {
+SCORES: dict[str, Callable[[EvalRecord], float]] = {
     "last": lambda record: float(record["global_step"]),
     "source_val": lambda record: record["source_val_accuracy"],
     # the few labeled target validation images of semi-supervised DA; never the test split
@@ -100,19 +103,22 @@ SCORES = {
 
 
 class Trainer:
+    """Trains ``method`` on ``streams`` as ``config`` (the run's ``train`` section) says:
+    cadences of logging, evaluation and checkpoints, mixed precision, the progress bar and the
+    model-selection rule (the method's own rule, when it forces one, wins)."""
+
     def __init__(
-        self, method: Method, data: DomainData, streams: DomainStreams, run_dir: Path,
-        device: torch.device, selection: str, log_every: int, eval_every: int,
-        checkpoint_every: int, amp: bool = False, progress: bool = True,
+        self, method: Method, data: DomainData, streams: DomainStreams,
+        run_dir: str | Path | RunDir, device: torch.device, config: TrainConfig,
         rejection: Any = None,
     ) -> None:
         self.method, self.data, self.streams = method, data, streams
-        self.run_dir, self.device, self.selection = run_dir, device, selection
-        self.log_every, self.eval_every = log_every, eval_every
-        self.checkpoint_every, self.amp, self.show_progress = checkpoint_every, amp, progress
-        self.checkpoint_path = run_dir / "checkpoint.pt"
-        self.best_path = run_dir / "best.pt"
-        self.metrics_log = JsonLines(run_dir / "metrics.jsonl")
+        self.folder = RunDir(run_dir)
+        self.config, self.device = config, device
+        self.selection = method.selection or config.selection
+        self.amp = config.amp
+        self.checkpoint_path, self.best_path = self.folder.checkpoint, self.folder.best
+        self.metrics_log = JsonLines(self.folder.metrics)
         self.started = time.perf_counter()
         self.rejection = rejection  # an open-set RejectionRule under a category shift
         self.probe = ValidationProbe(data, device)  # unsupervised validators, every evaluation
@@ -200,7 +206,7 @@ class Trainer:
         self.metrics_log.keep_until(
             offsets[start_stage] + start_step if start_stage < len(stages) else total)
         current = min(start_stage, len(stages) - 1)  # a finished run resumes past its end
-        bar = ProgressBar(total, stages[current].name, self.show_progress)
+        bar = ProgressBar(total, stages[current].name, self.config.progress)
         bar.advance_to(offsets[current] + start_step, stages[current].name, {})
         try:
             for index, stage in enumerate(stages):
@@ -227,9 +233,8 @@ class Trainer:
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
         score = SCORES.get(self.selection) or selection_score(self.selection)
-        needs = self.method.needs
-        sums: dict[str, Tensor] = {}
-        window_start = first_step
+        train = self.config
+        window = LogWindow(first_step)
         self.method.train()
         started = time.perf_counter()
         for step in range(first_step, stage.steps):
@@ -238,70 +243,109 @@ class Trainer:
             for name, optimizer in optimizers.items():
                 set_learning_rate(optimizer, configs[name].schedule, ctx.progress)
             batch = self.streams.batch(offset + step)
-            metrics = stage.step(batch, ctx)
-            for key, value in metrics.items():
-                value = value.detach().float()
-                sums[key] = sums[key] + value if key in sums else value
-            report.train_images += sum(  # images the method reads, not every stream drawn
-                len(part) for part, used in ((batch.source, needs.source),
-                                             (batch.target, needs.target),
-                                             (batch.labeled_target,
-                                              needs.labeled_target or needs.target_shots))
-                if used and part is not None)
+            window.add(stage.step(batch, ctx))
+            report.train_images += self._images_read(batch)
             report.steps += 1
             done = step + 1
             last = done == stage.steps
-            if done % self.log_every == 0 or last:
-                if not bool(ctx.finite):
-                    raise self._diverged(stage, done)
-                averages = {k: float(v) / (done - window_start) for k, v in sums.items()}
-                if not all(math.isfinite(v) for v in averages.values()):
-                    raise self._diverged(stage, done)
-                self.metrics_log.write({"stage": stage.name, "step": done,
-                                        "global_step": offset + done, **averages})
-                bar.advance_to(offset + done, stage.name, averages)
-                sums, window_start = {}, done
-            evaluating = stage.evaluate and (done % self.eval_every == 0 or last)
-            pausing = evaluating or last or done % self.checkpoint_every == 0
+            if done % train.log_every == 0 or last:
+                self._log(stage, offset, done, window, ctx, bar)
+            evaluating = stage.evaluate and (done % train.eval_every == 0 or last)
+            pausing = evaluating or last or done % train.checkpoint_every == 0
             if pausing:  # evaluation and checkpoints are not training time
-                # the flag gathered on device every step, read where the loop syncs anyway:
-                # no evaluation or checkpoint ever runs on a diverged model
-                if not bool(ctx.finite & finite_state(self.method)):
-                    raise self._diverged(stage, done)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                elapsed = time.perf_counter() - started
-                report.train_seconds += elapsed
-                report.stage_seconds[stage.name] = (
-                    report.stage_seconds.get(stage.name, 0.0) + elapsed)
-            if evaluating and (done % self.eval_every == 0 or last):
-                target, source = self.evaluate()
-                record = {"stage": stage.name, "step": done, "global_step": offset + done,
-                          "target_accuracy": target.accuracy if target else None,
-                          "target_mean_class_accuracy": (
-                              target.mean_class_accuracy if target else None),
-                          "source_val_accuracy": source.accuracy if source else None,
-                          "validators": self.probe.scores(self.method)}
-                if self.data.target_val is not None:
-                    record["target_val_accuracy"] = self.target_val_accuracy()
-                if target is not None and target.open_set:  # category shift: open-set metrics
-                    record.update({f"target_{key}": target.open_set[key]
-                                   for key in OPEN_SET_METRICS})
-                report.history.append(record)
-                self.metrics_log.write({"event": "eval", **record})
-                value = score(record)
-                if best_score is None or value >= best_score:
-                    best_score, report.selected = value, record
-                    if self.selection != "last":
-                        checkpoint.save_atomic({"method": self.method.state_dict()},
-                                               self.best_path)
+                self._pause(stage, done, ctx, report, started)
+            if evaluating:
+                best_score = self._evaluate_and_select(stage, offset, done, report, best_score,
+                                                       score)
             if last:
-                self.save(index + 1, 0, {}, report, best_score, ctx.finite)
-                if index + 1 < self.stage_count:  # e.g. ADDA's source model, kept for t-SNE
-                    checkpoint.save_atomic({"method": self.method.state_dict()},
-                                           self.run_dir / f"stage-{stage.name}.pt")
-            elif done % self.checkpoint_every == 0:
+                self._end_stage(index, stage, report, best_score, ctx)
+            elif done % train.checkpoint_every == 0:
                 self.save(index, done, optimizers, report, best_score, ctx.finite)
             if pausing:
                 started = time.perf_counter()
         return best_score
+
+    # -- the parts of a stage ---------------------------------------------------------------
+    def _images_read(self, batch: Any) -> int:
+        """Images the method reads in ``batch``, not every stream drawn."""
+        needs = self.method.needs
+        return sum(len(part) for part, used in (
+            (batch.source, needs.source), (batch.target, needs.target),
+            (batch.labeled_target, needs.labeled_target or needs.target_shots))
+            if used and part is not None)
+
+    def _log(self, stage: Stage, offset: int, done: int, window: LogWindow, ctx: Context,
+             bar: ProgressBar) -> None:
+        """Average the window's metrics into ``metrics.jsonl`` and the progress bar; a loss
+        that was not finite anywhere in the window stops the run."""
+        if not bool(ctx.finite):
+            raise self._diverged(stage, done)
+        averages = window.averages(done)
+        if not all(math.isfinite(v) for v in averages.values()):
+            raise self._diverged(stage, done)
+        self.metrics_log.write({"stage": stage.name, "step": done,
+                                "global_step": offset + done, **averages})
+        bar.advance_to(offset + done, stage.name, averages)
+
+    def _pause(self, stage: Stage, done: int, ctx: Context, report: LoopReport,
+               started: float) -> None:
+        """Before an evaluation or a checkpoint: check the model is finite (the flag gathered
+        on device every step, read where the loop syncs anyway, so no evaluation or checkpoint
+        ever runs on a diverged model) and book the training time since ``started``."""
+        if not bool(ctx.finite & finite_state(self.method)):
+            raise self._diverged(stage, done)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - started
+        report.train_seconds += elapsed
+        report.stage_seconds[stage.name] = report.stage_seconds.get(stage.name, 0.0) + elapsed
+
+    def _evaluate_and_select(self, stage: Stage, offset: int, done: int, report: LoopReport,
+                             best_score: float | None,
+                             score: Callable[[EvalRecord], float]) -> float | None:
+        """One evaluation record (history, ``metrics.jsonl``); the selection rule's best so
+        far is kept in ``best.pt``."""
+        target, source = self.evaluate()
+        record = eval_record(stage.name, done, offset + done, target, source,
+                             self.probe.scores(self.method))
+        if self.data.target_val is not None:
+            record["target_val_accuracy"] = self.target_val_accuracy()
+        if target is not None and target.open_set:  # category shift: open-set metrics
+            record.update({f"target_{key}": target.open_set[key]  # type: ignore[misc]
+                           for key in OPEN_SET_METRICS})
+        report.history.append(record)
+        self.metrics_log.write({"event": "eval", **record})
+        value = score(record)
+        if best_score is None or value >= best_score:
+            best_score, report.selected = value, record
+            if self.selection != "last":
+                checkpoint.save_atomic({"method": self.method.state_dict()}, self.best_path)
+        return best_score
+
+    def _end_stage(self, index: int, stage: Stage, report: LoopReport,
+                   best_score: float | None, ctx: Context) -> None:
+        """The checkpoint after a stage, and the stage's weights when another stage follows
+        (e.g. ADDA's source model, kept for t-SNE)."""
+        self.save(index + 1, 0, {}, report, best_score, ctx.finite)
+        if index + 1 < self.stage_count:
+            checkpoint.save_atomic({"method": self.method.state_dict()},
+                                   self.folder.stage(stage.name))
+
+
+class LogWindow:
+    """Step metrics summed on device since the last log step (no host sync per step)."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.sums: dict[str, Tensor] = {}
+
+    def add(self, metrics: dict[str, Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+
+    def averages(self, done: int) -> dict[str, float]:
+        """The window's means up to step ``done``; the next window starts there."""
+        averages = {k: float(v) / (done - self.start) for k, v in self.sums.items()}
+        self.sums, self.start = {}, done
+        return averages
