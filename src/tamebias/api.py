@@ -19,7 +19,7 @@ from .data.augment import Augmenter
 from .data.domain import DomainData, DomainStreams, prepare_data
 from .data.imageset import as_float
 from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
-from .lineage import lineage_for, write_lineage
+from .lineage import initialize, lineage_for, parse_init, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
 from .models.norm import use_domain
@@ -155,7 +155,8 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     )
     if hasattr(classifier.backbone, "fit_inputs"):  # the mlp: source statistics, no target
         classifier.backbone.fit_inputs(data.source_train.images)
-    method = build_method(config.method, classifier).to(device)
+    initialized = parse_init(config.init.weights)[1] if config.init.weights else ()
+    method = build_method(config.method, classifier, initialized).to(device)
     return data, method, device
 
 
@@ -234,6 +235,8 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
     write_json_atomic(run_dir / "protocol.json", data.protocol)
     write_lineage(run_dir, lineage)
 
+    if config.init.weights and not checkpoint.exists(run_dir / "checkpoint.pt"):
+        initialize(method, config.init.weights)  # a new run: resume reads its checkpoint
     streams = build_streams(config, data, method, device)
     trainer = Trainer(
         method, data, streams, run_dir, device, selection, config.train.log_every,

@@ -143,11 +143,23 @@ class TrainConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start from another run's weights: ``weights = "RUN:module,module"`` loads the named
+    submodules of the method (``classifier``, ``classifier.backbone``, ``translator``,
+    ``teacher``, ...; default ``classifier``) from a finished run's ``best.pt`` (else its
+    ``checkpoint.pt``) or a checkpoint file, before the first stage. The run's lineage records
+    it; a method skips the stages whose result was loaded (e.g. ADDA's source stage)."""
+
+    weights: str | None = None
+
+
+@dataclass
 class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     name: str | None = None
     output_dir: str = "runs"
 
@@ -313,6 +325,7 @@ def load_config(
     else:
         values = dict(source or {})
     values = apply_overrides(values, list(overrides or []))
+    values = _upgrade(values)  # configs of older versions (legacy.py)
     if isinstance(values.get("method"), str):
         values["method"] = {"name": values["method"]}
     method_values = dict(values.get("method") or {})
@@ -323,6 +336,15 @@ def load_config(
     config = build(RunConfig, values)
     validate(config)
     return config
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    from .legacy import upgrade
+
+    try:
+        return upgrade(values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def validate(config: RunConfig) -> None:
