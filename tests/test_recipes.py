@@ -20,7 +20,7 @@ from tamebias.api import build_run, load_run, run_identity
 from tamebias.cli import app
 from tamebias.config import ConfigError, load_config
 from tamebias.lineage import initialize, lineage_of
-from tamebias.recipe_fit import fit_or_reuse
+from tamebias.recipe_fit import fit_or_reuse, recipe_config, required_runs, settings_for
 from tamebias.recipes import RECIPES, Recipe, Requirement, recipe_overrides, required_recipes
 from tamebias.registry import UnknownNameError
 from tamebias.tasks import Task
@@ -188,3 +188,49 @@ def test_list_shows_one_line_per_recipe_and_full_shows_its_settings():
     line = next(line for line in full.output.splitlines() if "adda+bn+aug" in line)
     assert "adda model.norm=bn" in line
     assert "init.weights=<source_only+bn+aug run>:classifier" in line
+
+
+def test_your_settings_reach_a_required_run_as_far_as_its_method_has_them():
+    settings = ["method.steps=5", "method.translate_steps=9", "init.weights=mine:classifier",
+                "train.seed=3", "method.optim.lr=0.1", "model.norm=in"]
+    assert settings_for("source_only+bn+aug", settings) == [
+        "method.steps=5", "train.seed=3", "method.optim.lr=0.1", "model.norm=in"]
+    assert "method.translate_steps=9" in settings_for("cycada_pixel+bn+aug", settings)
+    # your own init.weights replaces the recipe's start: nothing to train first
+    assert required_runs("cycada+bn+aug", settings) == []
+    assert required_runs("cycada+bn+aug", []) == ["source_only+bn+aug", "cycada_pixel+bn+aug"]
+    config = recipe_config("mnist-usps", "adda+bn+aug", overrides=settings[2:3])
+    assert config.init.weights == "mine:classifier"
+
+
+def test_sweep_tunes_a_recipe_after_training_the_run_it_starts_from(tiny_overrides, tmp_path):
+    from tamebias.sweep import run_sweep
+
+    record = run_sweep("adda+bn+aug", ["method.optim.lr=0.002,0.0005"], [0],
+                       tmp_path / "sweep", overrides=[*tiny_overrides, "method.steps=2",
+                                                      "train.eval_every=2"])
+    source = tmp_path / "sweep" / "requires" / "source_only+bn+aug" / "seed0"
+    config = json.loads((source / "config.json").read_text())
+    assert config["method"]["name"] == "source_only" and config["model"]["norm"] == "bn"
+    assert config["method"]["optim"]["lr"] == 0.001, "the grid tunes the recipe, not its start"
+    for run in record["runs"]:
+        lineage = json.loads((Path(run["run_dir"]) / "lineage.json").read_text())
+        assert lineage["parents"][0]["run"] == str(source.resolve())
+        assert {r["stage"] for r in run["history"]} == {"adapt"}
+
+
+def test_every_committed_results_row_is_a_recipe_and_every_table_renders():
+    from tamebias.bench import markdown_table
+    from tamebias.recipes import recipe
+
+    results = Path(__file__).parent.parent / "benchmarks" / "results"
+    suites = 0
+    for path in sorted(results.glob("*.json")):
+        values = json.loads(path.read_text())
+        if not (isinstance(values, dict) and "suite" in values):
+            continue  # a sweep's or a script's record, not a bench table
+        suites += 1
+        for row in values["rows"]:
+            assert recipe(row["method"]).name == row["method"], (path.name, row["method"])
+        assert markdown_table(values["suite"], values["rows"]).startswith("# Results:")
+    assert suites >= 6

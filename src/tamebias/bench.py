@@ -18,8 +18,8 @@ from .config import RunConfig, load_config
 from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
-from .recipe_fit import fit_or_reuse, train_required
-from .recipes import RECIPES, recipe, recipe_overrides, required_recipes
+from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
+from .recipes import RECIPES, recipe, recipe_overrides
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
@@ -357,12 +357,15 @@ def run_bench(
                 fields = {"task": task_name, "seed": seed, "suite": suite,
                           "runs": str(runs_dir)}
 
+                settings = [o.format(**fields) for o in overrides or []]
+
                 def config_of(name: str, places: dict[str, Path], seed: int = seed,
-                              fields: dict[str, Any] = fields, task: Any = task) -> RunConfig:
+                              settings: list[str] = settings, task: Any = task,
+                              label: str = label) -> RunConfig:
                     return load_config(None, [
                         *task.overrides(), f"train.seed={seed}", "train.progress=false",
                         *recipe_overrides(name, places),
-                        *(o.format(**fields) for o in overrides or []),
+                        *(settings if name == label else settings_for(name, settings)),
                     ])
 
                 def folder_of(name: str, seed: int = seed, task_name: str = task_name) -> Path:
@@ -372,11 +375,11 @@ def run_bench(
                     keep_earlier_run(run_dir, config.to_dict(), replace_runs, results_dir,
                                      suite)
 
-                places = {name: folder_of(name) for name in required_recipes(label)}
+                places = {name: folder_of(name) for name in required_runs(label, settings)}
                 config = config_of(label, places)
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task
-                train_required(label, config_of, folder_of, data, config, keep)
+                train_required(list(places), config_of, folder_of, data, config, keep)
                 results.append(fit_or_reuse(config, folder_of(label), data, keep)[0])
             row = row_from_runs(task_name, results, label, variant_overrides)
             rows.append(row)

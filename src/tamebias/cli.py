@@ -119,7 +119,7 @@ def fit(
             result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
                                 run_dir=run_dir, on_required=required)
     write_run_report(result.run_dir)
-    console.print(_result_table("result", [result]))
+    console.print(_result_table(f"result: recipe {recipe}" if recipe else "result", [result]))
     _evaluation_notes(result)
 
 
@@ -240,9 +240,10 @@ def list_registered(
         if what not in ("all", name):
             continue
         table = Table(title=name, show_header=False, title_justify="left")
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=not full, overflow="fold" if full else "ellipsis")
+        room = console.width - max(map(len, entries), default=0) - 7  # borders and padding
         for key, description in entries.items():
+            if not full and len(description) > room:  # one line each
+                description = description[:max(room - 1, 10)] + "…"
             table.add_row(f"[bold]{escape(key)}[/]", escape(description))
         console.print(table)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .legacy import upgrade
+
 
 class ConfigError(ValueError):
     """A configuration value or key that does not fit the typed config."""
@@ -339,8 +341,6 @@ def load_config(
 
 
 def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
-    from .legacy import upgrade
-
     try:
         return upgrade(values)
     except ValueError as error:

@@ -57,6 +57,31 @@ def fit_or_reuse(config: RunConfig, run_dir: Path, data: Any = None,
     return fit(config, run_dir=run_dir, data=data), False
 
 
+def required_runs(recipe: str, overrides: list[str]) -> list[str]:
+    """The recipes whose runs ``recipe`` starts from, deepest first; none when your own
+    ``init.weights`` replaces the recipe's start."""
+    return [] if _mentions(overrides, "init.weights") else required_recipes(recipe)
+
+
+def settings_for(recipe: str, overrides: list[str]) -> list[str]:
+    """Your settings as a run that another recipe starts from takes them: all but
+    ``init.weights`` and the method's name, and of the ``method.*`` settings those its own
+    method has (``--set method.translate_steps=N`` tunes CyCADA, not its source-only run)."""
+    from .methods import METHODS
+
+    fields = set(vars(METHODS[find_recipe(recipe).method].Config()))
+    kept = []
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        parts = key.split(".")
+        if key in ("init.weights", "method", "method.name"):
+            continue
+        if parts[0] == "method" and len(parts) > 1 and parts[1] not in fields:
+            continue
+        kept.append(override)
+    return kept
+
+
 def same_data(first: RunConfig, second: RunConfig) -> bool:
     """Whether two configs read the same data (augmentation and batch size aside)."""
     def key(config: RunConfig) -> dict[str, Any]:
@@ -66,16 +91,16 @@ def same_data(first: RunConfig, second: RunConfig) -> bool:
     return key(first) == key(second)
 
 
-def train_required(recipe: str, config_of: ConfigOf, folder_of: Callable[[str], Path],
+def train_required(labels: list[str], config_of: ConfigOf, folder_of: Callable[[str], Path],
                    data: Any = None, data_config: RunConfig | None = None,
                    other: Callable[[Path, RunConfig], None] | None = None,
                    on_required: Callable[[str, Path, bool], None] | None = None,
                    ) -> dict[str, Path]:
-    """Train (or reuse) every run ``recipe`` requires, deepest first, each in
-    ``folder_of(label)``; returns where each one is. ``data`` (decoded for ``data_config``)
-    is shared with the runs that read the same data."""
+    """Train (or reuse) the required runs ``labels`` (:func:`required_runs`: deepest first),
+    each in ``folder_of(label)``; returns where each one is. ``data`` (decoded for
+    ``data_config``) is shared with the runs that read the same data."""
     places: dict[str, Path] = {}
-    for label in required_recipes(recipe):
+    for label in labels:
         folder = Path(folder_of(label))
         config = config_of(label, places)
         shared = data if data_config is not None and same_data(config, data_config) else None
@@ -127,12 +152,13 @@ def required_places(task: str | None, recipe: str | None, base: Any = None,
         return {}
     overrides = list(overrides or [])
     plain = load_config(base, [*_task_items(task), *recipe_overrides(recipe), *overrides])
+    labels = required_runs(recipe, overrides)
     digest = _digest(base, overrides)
     root = Path(plain.output_dir) / ("recipes" + (f"/{digest}" if digest else "")) / (
         task or "custom")
     return {label: Path((locations or {}).get(label)
                         or root / label / f"seed{plain.train.seed}")
-            for label in required_recipes(recipe)}
+            for label in labels}
 
 
 def recipe_config(task: str | None, recipe: str | None, base: Any = None,
@@ -166,7 +192,7 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     config = recipe_config(task, recipe, base, overrides, places)
     data = data or prepare_data(config.data)
     if recipe is not None:
-        train_required(recipe, lambda label, _: recipe_config(task, label, base, overrides,
-                                                              places),
-                       places.__getitem__, data, config, on_required=on_required)
+        train_required(list(places), lambda label, _: recipe_config(
+            task, label, base, settings_for(label, overrides), places),
+            places.__getitem__, data, config, on_required=on_required)
     return fit(config, run_dir=run_dir, data=data)

@@ -26,8 +26,8 @@ from .config import ConfigError, RunConfig, load_config, parse_override
 from .data.domain import prepare_data
 from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
-from .recipe_fit import fit_or_reuse, train_required
-from .recipes import recipe_overrides, required_recipes
+from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
+from .recipes import recipe_overrides
 from .registry import lookup
 from .rundir import write_json_atomic, write_text_atomic
 from .training.trainer import TrainingDiverged
@@ -184,26 +184,29 @@ def run_sweep(
         from .tasks import TASKS
 
         base = lookup(TASKS, task, "task").overrides()
-    data, runs = None, []
+    data, runs, settings = None, [], list(overrides or [])
     for index, params in enumerate(combos):
         for seed in seeds:
             def config_of(name: str, places: dict[str, Path], seed: int = seed,
                           params: dict[str, Any] | None = None) -> RunConfig:
+                mine = name == method
                 return load_config(None, [
                     *base, *recipe_overrides(name, places), f"train.seed={seed}",
-                    "train.progress=false", *(overrides or []),
+                    "train.progress=false",
+                    *(settings if mine else settings_for(name, settings)),
                     *(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())])
 
             # the runs a recipe starts from take the sweep's settings, not the grid's
             # (the grid searches the recipe's own hyperparameters): one per seed
             places = {name: sweep_dir / "requires" / name / f"seed{seed}"
-                      for name in required_recipes(method)}
+                      for name in required_runs(method, settings)}
             config = config_of(method, places, params=params)
             if data is None:
                 data = prepare_data(config.data)  # decoded once for the whole sweep
             run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
             try:
-                train_required(method, config_of, places.__getitem__, data, config, _keep)
+                train_required(list(places), config_of, places.__getitem__, data, config,
+                               _keep)
                 result = fit_or_reuse(config, run_dir, data, _keep)[0]
             except TrainingDiverged as error:  # a bad configuration is a result, not a crash
                 run = {"run_dir": str(run_dir), "params": params, "seed": seed,
