@@ -234,3 +234,18 @@ def test_every_committed_results_row_is_a_recipe_and_every_table_renders():
             assert recipe(row["method"]).name == row["method"], (path.name, row["method"])
         assert markdown_table(values["suite"], values["rows"]).startswith("# Results:")
     assert suites >= 6
+
+
+def test_methods_import_shared_pieces_never_each_other():
+    """A method file imports base, common and parts, not another method (issue 18)."""
+    import ast
+
+    folder = Path(tamebias.api.__file__).parent / "methods"
+    shared = {"base", "common", "parts"}
+    methods = {path.stem for path in folder.glob("*.py")} - shared - {"__init__"}
+    for path in folder.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module not in methods, f"{path.name} imports methods/{node.module}"

@@ -12,8 +12,7 @@ from ..models.classifier import Classifier
 from ..models.heads import CosineHead
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import labeled_loss, rotation_stage
-from .parts import SelfTraining, SelfTrainingConfig
-from .ssda import SourceTargetConfig
+from .parts import SelfTraining, SelfTrainingConfig, SourceTargetConfig
 
 
 @dataclass

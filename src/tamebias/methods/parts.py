@@ -3,6 +3,8 @@
 - :func:`adversarial_feature_step`: ADDA's adaptation step (a critic on frozen source features
   against target features, then the target encoder with inverted labels), used by ADDA and by
   CyCADA's feature stage.
+- :class:`SourceTargetConfig`: the config of semi-supervised DA's S+T (MME's SGD), the base of
+  the configs of ``s+t``, ``ent``, MME and PAC.
 - :class:`SelfTraining`: a target self-training term any method adds to its step
   (``method.self_training.mode=...``): pseudo-labels (online or in rounds), FixMatch-style
   weak->strong consistency, and mean teacher / self-ensembling; used by ``self_training``,
@@ -27,12 +29,13 @@ distribution), which keeps self-training from collapsing onto a few classes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MethodConfig, OptimConfig
 from ..data.batch import UnlabeledBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
@@ -40,6 +43,18 @@ from ..models.layers import dropout_off
 from ..models.norm import use_domain
 from .base import StepContext
 from .common import binary_accuracy, domain_labels
+
+
+def _sgd() -> OptimConfig:
+    # MME's optimizer: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with an inverse decay
+    return OptimConfig("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse")
+
+
+@dataclass
+class SourceTargetConfig(MethodConfig):
+    name: str = "s+t"
+    steps: int = 3000
+    optim: OptimConfig = field(default_factory=_sgd)
 
 
 def adversarial_feature_step(
