@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tamebias.api import build_run
 from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
+from tamebias.lineage import initialize
 from tamebias.models.layers import reverse_gradient
 from tamebias.training.trainer import Context
 
@@ -152,9 +153,10 @@ def test_adda_reuses_a_trained_source_model(tiny_overrides, tmp_path):
     import tamebias
 
     source = tamebias.fit(None, tiny_overrides, run_dir=tmp_path / "source")
-    method, _, _ = setup("adda", tiny_overrides, [f"method.source_run={source.run_dir}"])
+    method, _, _ = setup("adda", tiny_overrides, [f"init.weights={source.run_dir}:classifier"])
     stages = method.stages()
     assert [s.name for s in stages] == ["adapt"]
+    initialize(method, f"{source.run_dir}:classifier")
     stages[0].on_start()
     from tamebias.training import checkpoint
 

@@ -140,8 +140,8 @@ CASES: dict[str, tuple[Callable, tuple[str, ...]]] = {
                           ("digits.json is not valid JSON", "delete it")),
     # already handled before issue 17: they stay handled
     "missing-source-run": (lambda d, t, f: fit_args(
-        d, t, "method.name=adda", f"method.source_run={t / 'nowhere'}",
-        "method.source_steps=0"), ("method.source_run", "no checkpoint at")),
+        d, t, "method.name=adda", f"init.weights={t / 'nowhere'}:classifier"),
+        ("init.weights", "no checkpoint at")),
     "unknown-method": (lambda d, t, f: fit_args(d, t, "method.name=magic"),
                        ("magic", "method")),
     "unknown-dataset": (lambda d, t, f: fit_args(d, t, source="nosuchset"),

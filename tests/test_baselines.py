@@ -17,7 +17,7 @@ from tamebias.compose import load_config
 from tamebias.config import ConfigError
 from tamebias.data.augment import POLICY_VIEWS, Augmenter, ViewSpec, apply_view
 from tamebias.data.batch import UnlabeledBatch
-from tamebias.methods.selftrain import SelfTraining, SelfTrainingConfig
+from tamebias.methods.parts import SelfTraining, SelfTrainingConfig
 from tamebias.models.backbones import build_backbone
 from tamebias.models.norm import IBN, DomainBatchNorm, adapt_batchnorm, convert_norm, use_domain
 
@@ -61,7 +61,8 @@ def test_zero_magnitudes_leave_images_unchanged_and_each_op_acts_alone():
 
 
 def test_streams_serve_a_strong_target_view_only_to_methods_that_need_it(tiny_overrides):
-    config = load_config(None, [*tiny_overrides, "method=fixmatch"])
+    config = load_config(None, [*tiny_overrides, "method=self_training",
+                                "method.self_training.mode=fixmatch"])
     data, method, device = build_run(config)
     batch = build_streams(config, data, method, device).batch(0)
     assert batch.target.strong is not None and batch.target.strong.shape == \

@@ -337,7 +337,7 @@ def test_demo_smoke(tmp_path, one_thread):
                 100 * (saved["target"]["accuracy"] - baseline["target"]["accuracy"]))
     # ADDA starts from the demo's own source-only run, not a second one
     adda = json.loads((output / "adda+bn+aug" / "config.json").read_text())
-    assert adda["method"]["source_run"] == str(output / BASELINE)
+    assert adda["init"]["weights"] == f"{output / BASELINE}:classifier"
     assert "oracle (analysis)" in result.output and "gain (points)" in result.output
     assert "information maximization" in result.output
     report = invoke("report", output, "-o", tmp_path / "demo.html")
@@ -353,11 +353,11 @@ def test_bench_adda_reuses_the_source_only_run_of_the_same_task_and_seed(tiny_ta
               "--set", "train.eval_every=2", "--set", "train.log_every=2"]
     assert invoke("bench", "--methods", "source_only", *common).exit_code == 0
     result = invoke("bench", "--methods", "adda", *common, "--set",
-                    "method.source_run=" + str(runs) + "/{suite}/{task}/source_only/seed{seed}")
+                    "init.weights=" + str(runs) + "/{suite}/{task}/source_only/seed{seed}")
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads((results / "tiny.json").read_text())["rows"]}
-    assert rows["adda"]["method_config"]["source_run"] == str(
-        runs / "tiny" / "tiny" / "source_only" / "seed0")
+    assert rows["adda"]["built_from"] == [str(
+        (runs / "tiny" / "tiny" / "source_only" / "seed0").resolve())]
     assert rows["adda"]["steps"] == 4  # the adaptation stage only
 
 

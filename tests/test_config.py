@@ -11,8 +11,8 @@ from tamebias.config import ConfigError, RunConfig, parse_override
 from tamebias.methods import METHODS
 from tamebias.methods.oracle import OracleConfig
 from tamebias.methods.source_only import SourceOnlyConfig
+from tamebias.recipes import RECIPES, recipe_overrides
 from tamebias.registry import UnknownNameError
-from tamebias.tasks import VARIANTS, resolve_variant
 
 
 def test_defaults_are_a_typed_source_only_config():
@@ -250,18 +250,19 @@ def test_every_shipped_config_file_loads():
         config = load_config(path)
         assert config.method.name and config.data.source
     fixmatch = load_config(Path(__file__).parent.parent / "configs" / "mnist_usps_fixmatch.toml")
-    assert fixmatch.method.self_training.mode == "fixmatch", "a partial table keeps the preset"
+    assert fixmatch.method.self_training.mode == "fixmatch"
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_every_bench_variant_loads_as_a_valid_config_of_its_method(name):
-    method, overrides = resolve_variant(name)
-    fields = {"task": "mnist-usps", "seed": 1, "suite": "digits", "runs": "runs/bench"}
-    config = load_config(None, [f"method.name={method}",
-                                *(o.format(**fields) for o in overrides)])
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_loads_as_a_valid_config_of_its_method(name):
+    places = {need.recipe: f"runs/bench/digits/mnist-usps/{need.recipe}/seed1"
+              for need in RECIPES[name].requires}
+    overrides = recipe_overrides(name, places)
+    config = load_config(None, overrides)
+    method = RECIPES[name].method
     assert config.method.name == method and type(config.method) is METHODS[method].Config
-    for override in overrides:  # each override took effect, templates filled in
-        path, value = parse_override(override.format(**fields))
+    for override in overrides[1:]:  # each override took effect
+        path, value = parse_override(override)
         node = config
         for part in path:
             node = getattr(node, part)

@@ -10,6 +10,7 @@ from torch import nn
 from tamebias.api import build_run, fit, restore_run
 from tamebias.compose import load_config
 from tamebias.data.domain import DomainStreams
+from tamebias.lineage import initialize
 from tamebias.methods import cycada as cycada_module
 from tamebias.models.translator import CycleGAN, ImagePool, ResnetGenerator, TranslatorConfig
 from tamebias.training.trainer import Context
@@ -227,9 +228,11 @@ def test_pixel_only_is_a_configuration(tiny_overrides):
     method, _, _ = build(small(tiny_overrides, "method.feature_steps=2"))
     assert [s.name for s in method.stages()] == ["source", "translate", "task", "feature"]
     assert [s.evaluate for s in method.stages()] == [True, False, True, True]
+    # the former method name (a config of an older version) is cycada without the feature stage
     pixel_only = [o.replace("method.name=cycada", "method.name=cycada_pixel")
                   for o in small(tiny_overrides)]
     method, _, _ = build(pixel_only)
+    assert method.config.name == "cycada" and method.config.feature_steps == 0
     assert [s.name for s in method.stages()] == ["source", "translate", "task"]
 
 
@@ -258,27 +261,31 @@ def test_end_to_end_fit_translate_export_and_reuse(tiny_overrides, tmp_path):
                 run_dir=tmp_path / "reuse")
     assert again.protocol["source"] == f"npz:{export}" and again.steps == 2
     # pixel+feature reusing a finished run's translator, teacher and task classifier
-    feature = fit(None, [*overrides, f"method.pixel_run={tmp_path / 'run'}",
-                         "method.feature_steps=2"], run_dir=tmp_path / "feature")
+    whole = f"init.weights={tmp_path / 'run'}:translator,teacher,classifier"
+    feature = fit(None, [*overrides, whole, "method.feature_steps=2"],
+                  run_dir=tmp_path / "feature")
     assert feature.steps == 2 and [r["stage"] for r in feature.history] == ["feature"]
     first, second = restore_run(tmp_path / "run", "last"), restore_run(tmp_path / "feature", "last")
     assert same(second.method.translator, snapshot(first.method.translator))
     assert same(second.method.teacher, snapshot(first.method.teacher))
     # the task stage again on that run's translator and teacher (source, translate skipped)
-    again = [*overrides, f"method.translator_run={tmp_path / 'run'}", "method.feature_steps=0",
+    translator = f"{tmp_path / 'run'}:translator,teacher"
+    again = [*overrides, f"init.weights={translator}", "method.feature_steps=0",
              "method.steps=2"]
     method, _, _ = build(again)
     assert [s.name for s in method.stages()] == ["task"]
+    initialize(method, translator)
     stage(method, "task").on_start()
     assert same(method.translator, snapshot(first.method.translator))
     assert same(method.teacher, snapshot(first.method.teacher))
     assert same(method.classifier, snapshot(first.method.teacher))  # starts from source model
     task = fit(None, again, run_dir=tmp_path / "task")
     assert task.steps == 2 and [r["stage"] for r in task.history] == ["task"]
-    with pytest.raises(ValueError, match="drop method.source_run"):
-        build([*again, "method.source_run=elsewhere"])[0].stages()
-    with pytest.raises(ValueError, match="drop method.translator_run"):
-        build([*again, "method.pixel_run=elsewhere", "method.feature_steps=2"])[0].stages()
+    assert task.lineage["parents"][0]["modules"] == ["translator", "teacher"]
+    with pytest.raises(ValueError, match="translator,teacher .a trained translator"):
+        build([*again, f"init.weights={tmp_path / 'run'}:translator"])[0].stages()
+    with pytest.raises(ValueError, match="set method.feature_steps above 0"):
+        build([*again, f"{whole}"])[0].stages()
 
 
 def test_judge_reads_source_images_before_and_after_translation(tiny_overrides, tmp_path,

@@ -16,6 +16,7 @@ from tamebias.evaluation.openset import (
     make_rule,
     open_set_metrics,
 )
+from tamebias.lineage import initialize
 from tamebias.methods.dance import DANCE, DANCEConfig, entropy_separation
 from tamebias.models.classifier import build_classifier
 from tamebias.models.memory import MemoryBank
@@ -218,10 +219,9 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
 
     source = api.fit(None, tiny_overrides, run_dir=tmp_path / "source")
     config = load_config(None, [*tiny_overrides, "method=dance",
-                                f"method.source_run={source.run_dir}"])
+                                f"init.weights={source.run_dir}:classifier"])
     _, method, _ = build_run(config)
-    stage = method.stages()[0]
-    stage.on_start()
+    initialize(method, config.init.weights)
     trained = api.restore_run(source.run_dir).method.classifier.state_dict()
     assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
                        trained["backbone.fc.1.weight"])
@@ -229,12 +229,12 @@ def test_dance_can_start_from_a_source_only_run(tiny_overrides, tmp_path):
     assert torch.allclose(method.classifier.classifier_head.weight, prototypes,
                           atol=1e-6), "unit prototypes from the linear head"
 
-    # source_head=false: the same backbone under the fresh head the method was built with
+    # the backbone alone: under the fresh head the method was built with
     config = load_config(None, [*tiny_overrides, "method=dance",
-                                f"method.source_run={source.run_dir}", "method.source_head=false"])
+                                f"init.weights={source.run_dir}:classifier.backbone"])
     _, method, _ = build_run(config)
     fresh = method.classifier.classifier_head.weight.detach().clone()
-    method.stages()[0].on_start()
+    initialize(method, config.init.weights)
     assert torch.equal(method.classifier.backbone.state_dict()["fc.1.weight"],
                        trained["backbone.fc.1.weight"])
     assert torch.equal(method.classifier.classifier_head.weight, fresh)
@@ -328,7 +328,7 @@ def test_dance_rotation_stage_pretrains_the_backbone_without_labels(tiny_overrid
     assert {record["stage"] for record in result.history} == {"adapt"}
     with pytest.raises(ValueError, match="set one"):
         build_run(load_config(None, [*tiny_overrides, "method=dance", "method.rotation_steps=4",
-                                     "method.source_run=elsewhere"]))
+                                     "init.weights=elsewhere"]))[1].stages()
 
 
 def test_rotation_stage_updates_backbone_and_rotation_head_only():

@@ -17,10 +17,10 @@ from tamebias.recipe_fit import (
     DEFAULT_TASK,
     choose,
     recipe_config,
-    required_recipes,
-    required_run_dir,
+    required_places,
 )
-from tamebias.tasks import TASKS, VARIANTS, Task
+from tamebias.recipes import RECIPES, required_recipes
+from tamebias.tasks import TASKS, Task
 
 runner = CliRunner()
 
@@ -39,19 +39,22 @@ def test_fit_task_builds_the_config_of_every_task(task):
     assert config.data.channels == protocol.data.get("channels")
     assert config.model.backbone == protocol.backbone
     assert config.method.steps == protocol.steps
-    assert config.method.source_run == str(
-        required_run_dir(config, task, "source_only+bn+aug"))
+    assert config.init.weights == (
+        f"{required_places(task, DEFAULT_RECIPE)['source_only+bn+aug']}:classifier")
 
 
-@pytest.mark.parametrize("recipe", sorted(VARIANTS))
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_recipe_resolves_its_required_runs_on_the_default_task(recipe):
     config = recipe_config(DEFAULT_TASK, recipe, overrides=["train.seed=2"])
     assert not re.search(r"\{(runs|suite|task|seed)\}", json.dumps(config.to_dict()))
-    assert config.method.name == VARIANTS[recipe].method
-    for label in required_recipes(recipe):
-        folder = str(required_run_dir(config, DEFAULT_TASK, label, overrides=["train.seed=2"]))
-        assert folder.endswith(f"recipes/{'/'.join(folder.split('/')[-4:-3])}/"
-                               f"{DEFAULT_TASK}/{label}/seed2")
+    assert config.method.name == RECIPES[recipe].method
+    places = required_places(DEFAULT_TASK, recipe, overrides=["train.seed=2"])
+    assert list(places) == required_recipes(recipe)
+    for label, folder in places.items():
+        assert str(folder).endswith(f"recipes/{str(folder).split('/')[-4]}/"
+                                    f"{DEFAULT_TASK}/{label}/seed2")
+    for need in RECIPES[recipe].requires:  # the run it starts from, with the named modules
+        assert config.init.weights == f"{places[need.recipe]}:{','.join(need.modules)}"
 
 
 def test_required_recipes_are_listed_deepest_first():
@@ -62,11 +65,11 @@ def test_required_recipes_are_listed_deepest_first():
 
 def test_settings_that_change_the_run_get_their_own_folder_of_required_runs():
     plain = recipe_config("mnist-usps", "adda+bn+aug", overrides=["data.root=/x"])
-    assert plain.method.source_run == "runs/recipes/mnist-usps/source_only+bn+aug/seed0"
+    assert plain.init.weights == "runs/recipes/mnist-usps/source_only+bn+aug/seed0:classifier"
     shorter = recipe_config("mnist-usps", "adda+bn+aug", overrides=["method.steps=10"])
     other = recipe_config("mnist-usps", "adda+bn+aug", overrides=["method.steps=20"])
-    assert shorter.method.source_run != other.method.source_run
-    assert shorter.method.source_run.startswith("runs/recipes/")
+    assert shorter.init.weights != other.init.weights
+    assert shorter.init.weights.startswith("runs/recipes/")
 
 
 def test_plain_fit_adapts_on_the_embedded_pair_and_explicit_choices_win(tmp_path):
@@ -98,7 +101,7 @@ def test_fit_task_recipe_trains_the_required_run_first_then_reuses_it(tiny_task,
     first = runner.invoke(app, [*command, "--run-dir", str(tmp_path / "adda1")])
     assert first.exit_code == 0, first.output
     saved = json.loads((tmp_path / "adda1" / "config.json").read_text())
-    source_run = saved["method"]["source_run"]
+    source_run = saved["init"]["weights"].rsplit(":", 1)[0]
     assert f"training the source_only+bn+aug run it starts from: {source_run}" in first.output
     required = json.loads((Path(source_run) / "config.json").read_text())
     assert required["method"]["name"] == "source_only" and required["model"]["norm"] == "bn"

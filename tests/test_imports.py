@@ -20,11 +20,12 @@ ROOT = "tamebias"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation: errors, registries, run folders, typed config, the task catalogue",
      ("tamebias.errors", "tamebias.registry", "tamebias.rundir", "tamebias.config",
-      "tamebias.tasks", "tamebias.records")),
+      "tamebias.tasks", "tamebias.records", "tamebias.legacy")),
     ("data and models", ("tamebias.data", "tamebias.models")),
     ("evaluation", ("tamebias.evaluation",)),
     ("methods", ("tamebias.methods",)),
-    ("training", ("tamebias.training", "tamebias.lineage")),
+    ("training and the recipe catalogue (recipes name methods)",
+     ("tamebias.training", "tamebias.lineage", "tamebias.recipes")),
     ("plotting", ("tamebias.report.figures", "tamebias.report.shift_figures", "tamebias.report")),
     ("composition: config typed by the method, runs built, trained and restored",
      ("tamebias.compose", "tamebias.api", "tamebias.inference", "tamebias.prediction",
@@ -43,17 +44,10 @@ IN_FUNCTION: dict[str, str] = {
                     "torch-free",
     "tamebias.demo": "imported by the CLI at start-up for its defaults; the runner imports "
                      "its layers when it runs",
-    # until issue 18's generic run reuse (init.from) replaces the per-method reuse settings
-    "tamebias.methods.adda": "method.source_run reads another run's weights via lineage",
-    "tamebias.methods.dance": "method.source_run reuses ADDA's loader",
 }
 
 # (importer, imported): allowed imports of a higher layer, each with its reason
-UPWARD: dict[tuple[str, str], str] = {
-    ("tamebias.methods.adda", "tamebias.lineage"):
-        "method.source_run loads another run's weights through the one loader, until "
-        "issue 18's init.from loads them in the loop",
-}
+UPWARD: dict[tuple[str, str], str] = {}
 
 
 def module_names() -> dict[str, Path]:

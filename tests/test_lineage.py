@@ -33,8 +33,8 @@ def parents(domains, tmp_path_factory):
 
 
 def adda_from(parent, common, tmp_path, name="child"):
-    return tamebias.fit(None, [*common, "method.name=adda", f"method.source_run={parent}",
-                               "method.source_steps=0", "method.steps=2"],
+    return tamebias.fit(None, [*common, "method.name=adda", f"init.weights={parent}",
+                               "method.steps=2"],
                         run_dir=tmp_path / name)
 
 
@@ -48,7 +48,8 @@ def test_a_run_built_from_an_analysis_run_is_analysis(parents, tmp_path, parent)
     recorded = json.loads((tmp_path / "child" / LINEAGE_FILE).read_text())
     assert saved["lineage"] == recorded
     [record] = recorded["parents"]
-    assert record["setting"] == "method.source_run" and record["analysis_only"]
+    assert record["setting"] == "init.weights" and record["analysis_only"]
+    assert record["modules"] == ["classifier"]  # a bare RUN loads the classifier
     assert record["path"] == str(runs[parent]) and record["run"] == str(runs[parent].resolve())
     assert record["selection"] == ("last" if parent == "oracle" else "target_oracle")
     assert any("built from the analysis run" in reason for reason in recorded["reasons"])
@@ -91,24 +92,23 @@ def test_a_run_built_from_a_headline_run_stays_a_headline(parents, tmp_path):
 
 def test_a_missing_parent_fails_before_any_data_is_read(parents, tmp_path):
     runs, common = parents
-    with pytest.raises(FileNotFoundError, match="method.source_run: no checkpoint at"):
+    with pytest.raises(FileNotFoundError, match="init.weights: no checkpoint at"):
         adda_from(tmp_path / "nowhere", common, tmp_path)
     assert not (tmp_path / "child").exists()
 
 
-def test_every_weight_setting_of_every_method_is_in_the_lineage():
-    """Each method setting that names another run (``*_run``) is found by weight_sources, so
-    loading weights and recording lineage cannot drift apart; ``init.from`` too."""
-    named = {(kind.Config.__name__, field) for kind in METHODS.values()
-             for field in vars(kind.Config()) if field.endswith("_run")}
-    assert {field for _, field in named} >= {"source_run", "translator_run", "pixel_run"}
-    for kind in METHODS.values():
-        config = {"method": {field: f"/runs/{field}" for field in vars(kind.Config())
-                             if field.endswith("_run")}}
-        assert {setting for setting, _ in weight_sources(config)} == {
-            f"method.{field}" for field in config["method"]}
-    assert weight_sources({"method": {}, "init": {"from": "/runs/x"}}) == [
-        ("init.from", "/runs/x")]
+def test_weight_settings_old_and_new_are_in_the_lineage():
+    """``init.weights`` is the one setting that names another run; the method settings of
+    older versions (``method.*_run``) are read as it, so loading weights and recording lineage
+    cannot drift apart."""
+    assert not [(name, field) for name, kind in METHODS.items() for field in
+                vars(kind.Config()) if field.endswith("_run")], "reuse is init.weights"
+    assert weight_sources({"method": {}, "init": {"weights": "/runs/x:translator,teacher"}}) \
+        == [("init.weights", "/runs/x")]
+    for method, knob in (("adda", "source_run"), ("cycada", "translator_run"),
+                         ("cycada_pixel", "pixel_run"), ("dance", "source_run")):
+        assert weight_sources({"method": {"name": method, knob: "/runs/y"}}) == [
+            ("init.weights", "/runs/y")]
     assert lineage_of({"method": {"name": "oracle"}})["analysis_only"]
     assert not lineage_of({"method": {"name": "dann"}, "train": {"selection": "last"}})[
         "analysis_only"]

@@ -80,17 +80,18 @@ def test_a_tiny_sweep_end_to_end_writes_rows_and_reuses_finished_runs(tiny_overr
 
 def test_a_diverging_configuration_is_recorded_and_left_out(tiny_overrides, tmp_path,
                                                             monkeypatch):
+    from tamebias import api
     from tamebias import sweep as sweep_module
     from tamebias.training.trainer import TrainingDiverged
 
-    original = sweep_module.fit
+    original = api.fit
 
     def fit(config, **kwargs):
         if config.method.domain_weight > 0.5:
             raise TrainingDiverged("a loss became NaN")
         return original(config, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "fit", fit)
+    monkeypatch.setattr(api, "fit", fit)  # what the recipe runner trains with
     record = sweep_module.run_sweep(
         "dann", ["method.domain_weight=0.1,1.0"], [0], tmp_path / "sweep",
         overrides=[*tiny_overrides, "method.steps=2", "train.eval_every=2"])

@@ -83,8 +83,9 @@ def test_a_feature_vector_pair_runs_dann_end_to_end(vector_domains, tmp_path):
     ["method.name=dann", "model.norm=dsbn"],
     ["method.name=adda", "method.source_steps=3"],
     ["method.name=self_training"],
-    ["method.name=fixmatch"],  # two views: feature-space noise and dropout
-    ["method.name=mean_teacher"],
+    # two views: feature-space noise and dropout
+    ["method.name=self_training", "method.self_training.mode=fixmatch"],
+    ["method.name=self_training", "method.self_training.mode=mean_teacher"],
     ["method.name=dance"],
 ])
 def test_methods_that_make_sense_on_vectors_run_unchanged(vector_domains, tmp_path, extra):

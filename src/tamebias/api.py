@@ -26,7 +26,7 @@ from .data.vectors import FeatureAugmenter
 from .evaluation.metrics import Evaluation, evaluate, prediction_statistics
 from .evaluation.openset import make_rule
 from .evaluation.selection import ValidationProbe
-from .lineage import lineage_for, write_lineage
+from .lineage import initialize, lineage_for, parse_init, write_lineage
 from .methods import METHODS, Method, build_method
 from .models.classifier import build_classifier
 from .models.norm import adapt_batchnorm, use_domain
@@ -121,7 +121,8 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     )
     if hasattr(classifier.backbone, "fit_inputs"):  # the mlp: source statistics, no target
         classifier.backbone.fit_inputs(data.source_train.images)
-    method = build_method(config.method, classifier).to(device)
+    initialized = parse_init(config.init.weights)[1] if config.init.weights else ()
+    method = build_method(config.method, classifier, initialized).to(device)
     return data, method, device
 
 
@@ -199,6 +200,8 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
     folder.write_json(RunDir.PROTOCOL, data.protocol)
     write_lineage(run_dir, lineage)
 
+    if config.init.weights and not checkpoint.exists(folder.checkpoint):
+        initialize(method, config.init.weights)  # a new run: resume reads its checkpoint
     streams = build_streams(config, data, method, device)
     trainer = Trainer(method, data, streams, folder, device, config.train,
                       rejection=rejection_rule(config, method, data.protocol))

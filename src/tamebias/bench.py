@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .api import RunResult, fit, run_identity
+from .api import RunResult, run_identity
 from .compose import load_config
+from .config import RunConfig
 from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
+from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
+from .recipes import RECIPES, recipe, recipe_overrides
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
@@ -29,7 +32,7 @@ from .rundir import (
     write_json_atomic,
     write_text_atomic,
 )
-from .tasks import TASKS, VARIANTS, resolve_variant
+from .tasks import TASKS
 
 
 @contextmanager
@@ -281,10 +284,10 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
         where = machine.get("gpu") or f"cpu x{machine['torch_threads']}"
         method = row["method"] + (" *(analysis)*" if row["analysis_only"] else "")
         task = TASKS.get(row["task"])
-        # a variant row shows its method's published number (the paper's own setting)
-        variant = VARIANTS.get(row["method"])
+        # a recipe row shows its paper method's published number (the paper's own setting)
+        declared = RECIPES.get(row["method"])
         published = "" if task is None else task.published.get(
-            variant.method if variant and variant.published_as_method else row["method"], "")
+            declared.published_as if declared and declared.published_as else row["method"], "")
         last = f"{row['last_accuracy_mean']:.2f}" if "last_accuracy_mean" in row else ""
         rules = row.get("rule_accuracy_mean") or {}
         other = (" / ".join(f"{rules[name]:.2f}" if name in rules else "–"
@@ -343,23 +346,41 @@ def run_bench(
         task = lookup(TASKS, task_name, "task")
         data = None
         for label in methods:
-            method, variant_overrides = resolve_variant(label)
+            chosen = recipe(label)
+            variant_overrides = [*chosen.overrides, *(
+                f"init.weights=<{need.recipe} run>:{','.join(need.modules)}"
+                for need in chosen.requires)]
             results = []
             for seed in seeds:
-                # overrides may name {task}, {seed}, {suite} and {runs}, e.g. ADDA reusing the
-                # source-only run of the same task and seed as its first stage
+                # your overrides may name {task}, {seed}, {suite} and {runs}, e.g. a run of
+                # another row as init.weights
                 fields = {"task": task_name, "seed": seed, "suite": suite,
                           "runs": str(runs_dir)}
-                config = load_config(None, [
-                    f"method.name={method}", *task.overrides(), f"train.seed={seed}",
-                    "train.progress=false",
-                    *(o.format(**fields) for o in [*variant_overrides, *(overrides or [])]),
-                ])
+
+                settings = [o.format(**fields) for o in overrides or []]
+
+                def config_of(name: str, places: dict[str, Path], seed: int = seed,
+                              settings: list[str] = settings, task: Any = task,
+                              label: str = label) -> RunConfig:
+                    return load_config(None, [
+                        *task.overrides(), f"train.seed={seed}", "train.progress=false",
+                        *recipe_overrides(name, places),
+                        *(settings if name == label else settings_for(name, settings)),
+                    ])
+
+                def folder_of(name: str, seed: int = seed, task_name: str = task_name) -> Path:
+                    return Path(runs_dir) / suite / task_name / name / f"seed{seed}"
+
+                def keep(run_dir: Path, config: RunConfig) -> None:
+                    keep_earlier_run(run_dir, config.to_dict(), replace_runs, results_dir,
+                                     suite)
+
+                places = {name: folder_of(name) for name in required_runs(label, settings)}
+                config = config_of(label, places)
                 if data is None:
                     data = prepare_data(config.data)  # decoded once per task
-                run_dir = Path(runs_dir) / suite / task_name / label / f"seed{seed}"
-                keep_earlier_run(run_dir, config.to_dict(), replace_runs, results_dir, suite)
-                results.append(fit(config, run_dir=run_dir, data=data))
+                train_required(list(places), config_of, folder_of, data, config, keep)
+                results.append(fit_or_reuse(config, folder_of(label), data, keep)[0])
             row = row_from_runs(task_name, results, label, variant_overrides)
             rows.append(row)
             with locked(results_dir / f".{suite}.lock"):  # several bench processes may share

@@ -93,7 +93,7 @@ def fit(
              "Default with no config file and no data.source/target: mnist5k-ucidigits.")
     ] = None,
     recipe: Annotated[str | None, typer.Option(
-        help="A method or variant (tamebias list variants): the method and its parts; runs "
+        help="A method or recipe (tamebias list recipes): the method and its parts; runs "
              "it starts from are trained first (or reused). Default with no config file and "
              "no method set: adda+bn+aug.")] = None,
 ) -> None:
@@ -120,7 +120,7 @@ def fit(
             result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
                                 run_dir=run_dir, on_required=required)
     write_run_report(result.run_dir)
-    console.print(_result_table("result", [result]))
+    console.print(_result_table(f"result: recipe {recipe}" if recipe else "result", [result]))
     _evaluation_notes(result)
 
 
@@ -195,14 +195,26 @@ def adabn_command(
 @app.command("list")
 def list_registered(
     what: Annotated[str, typer.Argument(
-        help="datasets, backbones, methods, variants, tasks, shifts, or all")] = "all",
+        help="datasets, backbones, methods, recipes, tasks, shifts, or all")] = "all",
+    full: Annotated[bool, typer.Option(
+        "--full", help="Whole descriptions; for recipes their method, overrides and the "
+        "runs they start from.")] = False,
 ) -> None:
-    """List datasets, backbones, methods and benchmark tasks, one line each."""
+    """List datasets, backbones, methods, recipes and benchmark tasks, one line each."""
     from .data.datasets import DATASETS
     from .data.shift import PRESETS
     from .methods import METHODS
     from .models.backbones import BACKBONES
-    from .tasks import TASKS, VARIANTS
+    from .recipes import RECIPES
+    from .tasks import TASKS
+
+    def shown(recipe) -> str:
+        if not full:
+            return recipe.summary
+        parts = [recipe.method, *recipe.overrides, *(
+            f"init.weights=<{need.recipe} run>:{','.join(need.modules)}"
+            for need in recipe.requires)]
+        return f"{recipe.summary} ({' '.join(parts)})"
 
     sections = {
         "datasets": {**{n: d.description for n, d in DATASETS.items()},
@@ -217,11 +229,11 @@ def list_registered(
                      "images:PATH": "every image under PATH, unlabeled (a target training set)"},
         "backbones": {n: b.description for n, b in BACKBONES.items()},
         "methods": {n: m.description for n, m in METHODS.items()},
-        "variants": {n: f"{v.description} ({v.method} {' '.join(v.overrides)})"
-                     for n, v in VARIANTS.items()},
+        "recipes": {n: shown(r) for n, r in RECIPES.items()},
         "tasks": {n: t.description for n, t in TASKS.items()},
         "shifts": {n: p.description for n, p in PRESETS.items()},
     }
+    what = "recipes" if what == "variants" else what  # the former name
     if what != "all" and what not in sections:
         _fail(UnknownNameError(f"nothing called {what!r} to list; choose from "
                                f"{', '.join(sections)} or all"))
@@ -229,7 +241,10 @@ def list_registered(
         if what not in ("all", name):
             continue
         table = Table(title=name, show_header=False, title_justify="left")
+        room = console.width - max(map(len, entries), default=0) - 7  # borders and padding
         for key, description in entries.items():
+            if not full and len(description) > room:  # one line each
+                description = description[:max(room - 1, 10)] + "…"
             table.add_row(f"[bold]{escape(key)}[/]", escape(description))
         console.print(table)
 
@@ -313,7 +328,8 @@ def bench(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task names "
                                               "(default: the suite's).")] = None,
     methods: Annotated[str, typer.Option(
-        help="Comma-separated methods or variants (tamebias list variants).")
+        help="Comma-separated methods or recipes (tamebias list recipes); runs a recipe "
+        "starts from are trained first (or reused), whatever the order.")
     ] = "source_only,oracle",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     overrides: Overrides = None,
@@ -442,7 +458,8 @@ def diagnose(
 
 @app.command()
 def sweep(
-    method: Annotated[str, typer.Option(help="The method to tune (tamebias list methods).")],
+    method: Annotated[str, typer.Option(
+        help="The method or recipe to tune (tamebias list methods, tamebias list recipes).")],
     grid: Annotated[list[str] | None, typer.Option(
         help="A hyperparameter and its values, e.g. --grid method.domain_weight=0.1,0.3,1.0 "
              "(repeatable; the grid is their product).")] = None,

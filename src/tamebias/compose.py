@@ -23,6 +23,7 @@ from .config import (
 )
 from .data.augment import POLICIES, VIEWS
 from .evaluation.validators import VALIDATORS
+from .legacy import upgrade
 from .methods import METHODS
 from .models.backbones import BACKBONES
 from .models.norm import NORMS
@@ -41,6 +42,10 @@ def load_config(
     else:
         values = dict(source or {})
     values = apply_overrides(values, list(overrides or []))
+    try:
+        values = upgrade(values)  # configs of older versions (legacy.py)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if isinstance(values.get("method"), str):
         values["method"] = {"name": values["method"]}
     method_values = dict(values.get("method") or {})

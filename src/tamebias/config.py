@@ -149,11 +149,23 @@ class TrainConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start from another run's weights: ``weights = "RUN:module,module"`` loads the named
+    submodules of the method (``classifier``, ``classifier.backbone``, ``translator``,
+    ``teacher``, ...; default ``classifier``) from a finished run's ``best.pt`` (else its
+    ``checkpoint.pt``) or a checkpoint file, before the first stage. The run's lineage records
+    it; a method skips the stages whose result was loaded (e.g. ADDA's source stage)."""
+
+    weights: str | None = None
+
+
+@dataclass
 class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     name: str | None = None
     output_dir: str = "runs"
 

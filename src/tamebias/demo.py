@@ -44,10 +44,10 @@ def run_demo(output: Path, steps: int = DEMO_STEPS, seed: int = 0,
     """Train every recipe on the demo task into ``output/RECIPE`` (a recipe's required runs are
     the demo's own rows when it has them) and write ``output/demo.json``."""
     from .data.domain import prepare_data
-    from .methods import METHODS
-    from .recipe_fit import fit_recipe, recipe_config, required_recipes
+    from .recipe_fit import fit_recipe, recipe_config
+    from .recipes import recipe as find_recipe
+    from .recipes import required_recipes
     from .report.figures import write_run_report
-    from .tasks import VARIANTS, resolve_variant
 
     start = time.perf_counter()
     settings = [*demo_overrides(steps, seed), *(overrides or [])]
@@ -58,11 +58,8 @@ def run_demo(output: Path, steps: int = DEMO_STEPS, seed: int = 0,
     for recipe in recipes:
         locations = {label: output / label for label in required_recipes(recipe)
                      if label in recipes}
-        method = resolve_variant(recipe)[0]
-        describe = VARIANTS[recipe].description if recipe in VARIANTS else \
-            METHODS[method].description
         if on_start:
-            on_start(recipe, describe)
+            on_start(recipe, find_recipe(recipe).summary)
         result = fit_recipe(DEMO_TASK, recipe, overrides=settings, run_dir=output / recipe,
                             data=data, locations=locations)
         write_run_report(result.run_dir)

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .api import RunResult, fit, run_identity
 from .bench import keep_earlier_run, locked
 from .compose import load_config
-from .config import ConfigError, parse_override
+from .config import ConfigError, RunConfig, parse_override
 from .data.domain import prepare_data
 from .evaluation.selection import candidates, pick, record_score
 from .evaluation.validators import VALIDATORS
+from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
+from .recipes import recipe_overrides
 from .records import EvalRecord
 from .registry import lookup
-from .rundir import SWEEP_FILE, RunDir, write_json_atomic, write_text_atomic
+from .rundir import SWEEP_FILE, write_json_atomic, write_text_atomic
 from .tasks import TASKS
 from .training.trainer import TrainingDiverged
 
@@ -161,6 +162,11 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
         write_text_atomic(path.with_suffix(".md"), markdown_table(ordered))
 
 
+def _keep(run_dir: Path, config: RunConfig) -> None:
+    """A run of another config in a sweep's folder is kept (renamed), never deleted."""
+    keep_earlier_run(run_dir, config.to_dict(), replace_runs=True)
+
+
 def run_sweep(
     method: str, grid: list[str], seeds: list[int], sweep_dir: str | Path,
     task: str | None = None, overrides: list[str] | None = None, sample: int | None = None,
@@ -170,32 +176,39 @@ def run_sweep(
     """Train every configuration x seed (finished runs of the same config are reused; a run
     that diverges is recorded with ``diverged`` and left out of the scores), score them with
     every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
-    (default ``SWEEP_DIR/validators.json``; merged by task, method, validator, score_at)."""
+    (default ``SWEEP_DIR/validators.json``; merged by task, method, validator, score_at).
+    ``method`` is a method or a recipe; the runs a recipe starts from are trained first (or
+    reused) in ``SWEEP_DIR/requires/RECIPE/seedSEED`` with the sweep's settings, not the grid's."""
     sweep_dir = Path(sweep_dir)
     parsed = parse_grid(grid)
     combos = configurations(parsed, sample, search_seed)
     base = []
     if task is not None:
         base = lookup(TASKS, task, "task").overrides()
-    data, runs = None, []
+    data, runs, settings = None, [], list(overrides or [])
     for index, params in enumerate(combos):
         for seed in seeds:
-            config = load_config(None, [
-                *base, f"method.name={method}", f"train.seed={seed}", "train.progress=false",
-                *(overrides or []), *(f"{k}={json.dumps(v)}" for k, v in params.items())])
+            def config_of(name: str, places: dict[str, Path], seed: int = seed,
+                          params: dict[str, Any] | None = None) -> RunConfig:
+                mine = name == method
+                return load_config(None, [
+                    *base, *recipe_overrides(name, places), f"train.seed={seed}",
+                    "train.progress=false",
+                    *(settings if mine else settings_for(name, settings)),
+                    *(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())])
+
+            # the runs a recipe starts from take the sweep's settings, not the grid's
+            # (the grid searches the recipe's own hyperparameters): one per seed
+            places = {name: sweep_dir / "requires" / name / f"seed{seed}"
+                      for name in required_runs(method, settings)}
+            config = config_of(method, places, params=params)
             if data is None:
                 data = prepare_data(config.data)  # decoded once for the whole sweep
             run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
-            saved = RunDir(run_dir).config
-            same = saved.exists() and run_identity(json.loads(saved.read_text())) == \
-                run_identity(config.to_dict())
-            if saved.exists() and not same:  # a run of another config: kept, never deleted
-                keep_earlier_run(run_dir, config.to_dict(), replace_runs=True)
             try:
-                if same and RunDir(run_dir).is_finished():
-                    result = RunResult.load(run_dir)  # finished: reuse, no retraining
-                else:
-                    result = fit(config, run_dir=run_dir, data=data)
+                train_required(list(places), config_of, places.__getitem__, data, config,
+                               _keep)
+                result = fit_or_reuse(config, run_dir, data, _keep)[0]
             except TrainingDiverged as error:  # a bad configuration is a result, not a crash
                 run = {"run_dir": str(run_dir), "params": params, "seed": seed,
                        "diverged": str(error), "history": [], "steps": 0,

@@ -8,13 +8,13 @@ from ..models.norm import has_domain_norm
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
-from .cycada import CyCADA, CyCADAPixel
+from .cycada import CyCADA
 from .dance import DANCE
 from .dann import DANN
 from .mme import MME
 from .oracle import Oracle
 from .pac import PAC
-from .selftrain import FixMatch, MeanTeacher, SelfTrainingMethod
+from .selftrain import SelfTrainingMethod
 from .source_only import SourceOnly
 from .ssda import EntropyMinimization, SourceTarget
 
@@ -24,11 +24,8 @@ METHODS: dict[str, type[Method]] = {
     "dann": DANN,
     "adda": ADDA,
     "self_training": SelfTrainingMethod,
-    "fixmatch": FixMatch,
-    "mean_teacher": MeanTeacher,
     "dance": DANCE,
     "cycada": CyCADA,
-    "cycada_pixel": CyCADAPixel,
     # semi-supervised DA: these read the k labeled target shots (data.target_shots)
     "s+t": SourceTarget,
     "ent": EntropyMinimization,
@@ -37,7 +34,10 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(config: MethodConfig, classifier: Classifier) -> Method:
+def build_method(config: MethodConfig, classifier: Classifier,
+                 initialized: tuple[str, ...] = ()) -> Method:
+    """The method of ``config`` around ``classifier``; ``initialized`` names the submodules
+    ``init.weights`` will load before the first stage (its stages may skip their training)."""
     method_class = lookup(METHODS, config.name, "method")
     if has_domain_norm(classifier) and not method_class.domain_aware:
         aware = ", ".join(name for name, kind in METHODS.items() if kind.domain_aware)
@@ -49,8 +49,9 @@ def build_method(config: MethodConfig, classifier: Classifier) -> Method:
         raise ConfigError(
             f"{config.name} translates images pixel by pixel and cannot run on feature "
             "vectors (or the mlp backbone); for vectors use source_only, dann, adda, dance, "
-            "self_training, fixmatch or mean_teacher")
+            "self_training (and its recipes fixmatch, mean_teacher)")
     method = method_class(config, classifier)
+    method.initialized = tuple(initialized)
     method.freeze()
     return method
 

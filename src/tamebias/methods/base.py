@@ -86,6 +86,9 @@ class Method(nn.Module):
     # keys (e.g. ``{"model.norm": "bn"}``); ``load_config`` applies each one only where the
     # run leaves that key unset, and the run's config.json records the value used
     part_defaults: ClassVar[dict[str, object]] = {}
+    # submodules loaded from another run before the first stage (init.weights, set by
+    # build_method); ``stages`` leaves out the stages whose result they already are
+    initialized: tuple[str, ...] = ()
 
     def __init__(self, config: MethodConfig, classifier: Classifier) -> None:
         super().__init__()
@@ -95,6 +98,11 @@ class Method(nn.Module):
 
     def stages(self) -> list[Stage]:
         raise NotImplementedError
+
+    def load_initial(self, name: str, weights: dict[str, Tensor]) -> None:
+        """Load submodule ``name`` (dotted, e.g. ``classifier.backbone``) from another run's
+        weights (``init.weights``), before the first stage."""
+        self.get_submodule(name).load_state_dict(weights)
 
     def predict(self, images: Tensor) -> Tensor:
         """Class logits of the model being adapted (used for evaluation)."""

@@ -17,9 +17,9 @@ from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
 from ..models.norm import batch_norms
 from ..models.translator import CycleGAN, TranslatorConfig
-from .adda import adversarial_feature_step, load_method_state, load_source_classifier
 from .base import Method, Stage, StepContext
 from .common import classification_step, source_stage
+from .parts import adversarial_feature_step
 
 
 def _gan_optim() -> OptimConfig:
@@ -49,14 +49,6 @@ class CyCADAConfig(MethodConfig):
     task_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
     feature_optim: OptimConfig = field(default_factory=_gan_optim)
     critic_hidden: tuple[int, ...] = (500, 500)  # the feature stage's critic (ADDA's)
-    source_run: str | None = None  # reuse a trained source model: a run dir or checkpoint file
-    # reuse a finished cycada_pixel run (translator, teacher, task classifier): only the
-    # feature stage runs, so pixel-only and pixel+feature rows share their first stages
-    pixel_run: str | None = None
-    # reuse a finished cycada / cycada_pixel run's translator and semantic teacher: the source
-    # and translate stages are skipped and the task stage starts again from that run's source
-    # model (its teacher), e.g. to retrain the task classifier in another setting
-    translator_run: str | None = None
 
 
 @contextmanager
@@ -82,18 +74,19 @@ class CyCADA(Method):
     """Cycle-consistent adversarial domain adaptation (Hoffman et al., ICML 2018,
     arXiv:1711.03213).
 
-    Stage ``source`` trains the classifier on labeled source (skipped with ``source_run``); a
-    frozen copy becomes the semantic teacher. Stage ``translate`` (not evaluated) trains a
-    CycleGAN with its own optimizers: LSGAN + cycle (+ identity) losses, plus semantic
-    consistency, cross-entropy between the frozen teacher on a translated image and the
-    teacher's own class for the original (both directions). Stage ``task`` trains the
-    classifier (warm-started from the source model) on source images translated on the fly by
-    the fixed source->target generator, with the source labels. Optional stage ``feature`` is
-    ADDA's adaptation step with translated source images as the source domain.
+    Stage ``source`` trains the classifier on labeled source; a frozen copy becomes the
+    semantic teacher. Stage ``translate`` (not evaluated) trains a CycleGAN with its own
+    optimizers: LSGAN + cycle (+ identity) losses, plus semantic consistency, cross-entropy
+    between the frozen teacher on a translated image and the teacher's own class for the
+    original (both directions). Stage ``task`` trains the classifier (warm-started from the
+    source model) on source images translated on the fly by the fixed source->target
+    generator, with the source labels. Optional stage ``feature`` is ADDA's adaptation step
+    with translated source images as the source domain.
 
-    Finished stages can be reused: ``source_run`` (a source model), ``translator_run`` (a
-    trained translator and teacher; only ``task`` and ``feature`` run) and ``pixel_run`` (a
-    whole pixel-only run; only ``feature`` runs)."""
+    Finished stages can be reused (``init.weights=RUN:modules``): ``classifier`` (a source
+    model; ``source`` is skipped), ``translator,teacher`` (a trained translator and its
+    teacher; ``task`` starts again from that teacher, and only ``task`` and ``feature`` run) or
+    ``translator,teacher,classifier`` (a whole pixel-only run; only ``feature`` runs)."""
 
     Config = CyCADAConfig
     description = "CyCADA: CycleGAN pixel alignment + semantic consistency (+ ADDA features, 2018)"
@@ -118,26 +111,26 @@ class CyCADA(Method):
             self.frozen_modules = (*self.frozen_modules, "target_teacher")
 
     def stages(self) -> list[Stage]:
-        config = self.config
+        config, loaded = self.config, set(self.initialized)
+        if not loaded <= {"classifier", "translator", "teacher"} or (
+                ("translator" in loaded) != ("teacher" in loaded)):
+            raise ValueError("init.weights: cycada starts from classifier (a source model), "
+                             "translator,teacher (a trained translator) or translator,teacher,"
+                             f"classifier (a pixel-only run), not {','.join(self.initialized)}")
+        translated = "translator" in loaded
         feature = Stage(
             "feature", self.feature_step,
             {"critic": [self.critic], "target_encoder": [self.classifier.backbone]},
             config.feature_optim, config.feature_steps, on_start=self.start_features)
-        if config.pixel_run is not None:
+        if translated and "classifier" in loaded:
             if config.feature_steps <= 0:
-                raise ValueError("method.pixel_run reuses a pixel-only run for the feature "
-                                 "stage; set method.feature_steps above 0")
-            if config.translator_run is not None:
-                raise ValueError("method.pixel_run already brings a translator; drop "
-                                 "method.translator_run")
+                raise ValueError("init.weights brings a whole pixel-only run (translator, "
+                                 "teacher, classifier): only the feature stage is left; set "
+                                 "method.feature_steps above 0")
             return [feature]
         stages = []
-        if config.translator_run is not None:
-            if config.source_run is not None:
-                raise ValueError("method.translator_run brings its own source model (the "
-                                 "semantic teacher); drop method.source_run")
-        else:
-            if config.source_run is None:
+        if not translated:
+            if "classifier" not in loaded:
                 stages.append(source_stage(self.classifier, config.source_steps,
                                            config.source_optim))
             stages.append(
@@ -148,40 +141,24 @@ class CyCADA(Method):
                       on_start=self.start_translation, evaluate=False))
         stages.append(
             Stage("task", self.task_step, {"classifier": [self.classifier]}, config.task_optim,
-                  config.steps,
-                  on_start=None if config.translator_run is None else self.reuse_translator))
+                  config.steps, on_start=self.start_from_teacher if translated else None))
         if config.feature_steps > 0:
             stages.append(feature)
         return stages
 
     def start_translation(self) -> None:
-        if self.config.source_run is not None:
-            self.classifier.load_state_dict(load_source_classifier(self.config.source_run))
         self.teacher.load_state_dict(self.classifier.state_dict())
         if self.config.teacher_target_stats:
             self.target_teacher.load_state_dict(self.classifier.state_dict())
             for norm in batch_norms(self.target_teacher):
                 norm.reset_running_stats()
 
-    def load_parts(self, run: str, setting: str, names: tuple[str, ...]) -> None:
-        """Load the ``names`` modules (e.g. translator, teacher) from another run's weights."""
-        state = load_method_state(run, setting=setting)
-        for name in names:
-            part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-            if not part:
-                raise ValueError(f"{setting}={run} holds no {name} weights; give a "
-                                 "cycada or cycada_pixel run")
-            getattr(self, name).load_state_dict(part)
-
-    def reuse_translator(self) -> None:
-        self.load_parts(self.config.translator_run, "method.translator_run",
-                        ("translator", "teacher"))
-        self.classifier.load_state_dict(self.teacher.state_dict())  # that run's source model
+    def start_from_teacher(self) -> None:
+        """A reused translator's teacher is its run's source model: the task stage starts
+        from it."""
+        self.classifier.load_state_dict(self.teacher.state_dict())
 
     def start_features(self) -> None:
-        if self.config.pixel_run is not None:
-            self.load_parts(self.config.pixel_run, "method.pixel_run",
-                            ("translator", "teacher", "classifier"))
         self.source_encoder.load_state_dict(self.classifier.state_dict())
 
     def semantic_loss(self, originals: Tensor, translated: Tensor,
@@ -247,16 +224,3 @@ class CyCADA(Method):
                                         self.to_target(batch.source.images),
                                         batch.target.images, ctx)
 
-
-@dataclass
-class CyCADAPixelConfig(CyCADAConfig):
-    name: str = "cycada_pixel"
-    feature_steps: int = 0
-
-
-class CyCADAPixel(CyCADA):
-    """Pixel-only CyCADA: ``cycada`` with ``feature_steps=0`` under its own name, so a results
-    table tells the two configurations apart."""
-
-    Config = CyCADAPixelConfig
-    description = "CyCADA pixel-only: CycleGAN + semantic consistency, no feature stage (2018)"

@@ -35,13 +35,11 @@ class DANCEConfig(MethodConfig):
     margin: float = 0.5  # entropy separation acts only where |H - rho| > margin
     rho: float | None = None  # None: log(K) / 2, also the rejection threshold
     memory_momentum: float = 0.0  # the authors' configs use 0 (replace); 0.001 on VisDA
-    # start from another run's trained source model (the analogue of the paper's pretrained
-    # backbone when training from scratch): its backbone, and with source_head its linear
-    # head's class weights as the initial prototypes (false: a fresh head, as the paper's new
-    # classifier on a pretrained backbone)
-    source_run: str | None = None
-    source_head: bool = True
-    # or: first pretrain the backbone by rotation prediction on the images of both domains
+    # a trained source model is the analogue of the paper's pretrained backbone when training
+    # from scratch: init.weights=RUN:classifier takes its backbone and its linear head's class
+    # weights as the initial prototypes, RUN:classifier.backbone the backbone under a fresh
+    # head (as the paper's new classifier on a pretrained backbone). Or: first pretrain the
+    # backbone by rotation prediction on the images of both domains
     # (methods/common.py: rotation_stage), the digits analogue of a pretrained backbone whose
     # features are not shaped by the source classes; 0 skips the stage
     rotation_steps: int = 0
@@ -82,9 +80,6 @@ class DANCE(Method):
                                                 config.temperature)
         self.memory = MemoryBank(classifier.feature_dim, config.memory_momentum)
         if config.rotation_steps > 0:
-            if config.source_run is not None:
-                raise ValueError("method.rotation_steps and method.source_run both give the "
-                                 "backbone its start; set one")
             self.rotation_head = nn.Linear(classifier.feature_dim, 4)
 
     @property
@@ -93,29 +88,29 @@ class DANCE(Method):
 
     def stages(self) -> list[Stage]:
         adapt = Stage("adapt", self.adapt_step, {"model": [self.classifier]},
-                      self.config.optim, self.config.steps, on_start=self.start_from_source)
+                      self.config.optim, self.config.steps)
+        if self.config.rotation_steps > 0 and self.initialized:
+            raise ValueError("method.rotation_steps and init.weights both give the backbone its "
+                             "start; set one")
         if self.config.rotation_steps <= 0:
             return [adapt]
         return [rotation_stage(self.classifier, self.rotation_head, self.config.rotation_steps,
                                self.config.rotation_optim), adapt]
 
-    def start_from_source(self) -> None:
-        if self.config.source_run is None:
-            return
-        from .adda import load_source_classifier
-
-        weights = load_source_classifier(self.config.source_run)
+    def load_initial(self, name: str, weights: dict[str, Tensor]) -> None:
+        """A source model's classifier: its backbone, and its linear head's class weights as
+        the initial prototypes of the cosine head."""
+        if name != "classifier":
+            return super().load_initial(name, weights)
         backbone = {k[len("backbone."):]: v for k, v in weights.items()
                     if k.startswith("backbone.")}
         self.classifier.backbone.load_state_dict(backbone)
-        if not self.config.source_head:
-            return
         head = weights.get("classifier_head.weight")
         if head is None or head.shape != self.classifier.classifier_head.weight.shape:
             raise ValueError(
-                f"method.source_run: {self.config.source_run} has no linear head of shape "
+                "init.weights: the run has no linear head of shape "
                 f"{tuple(self.classifier.classifier_head.weight.shape)} to take prototypes from; "
-                "give a source-only run on the same classes")
+                "give a source-only run on the same classes, or load classifier.backbone alone")
         with torch.no_grad():
             self.classifier.classifier_head.weight.copy_(head)
         self.classifier.classifier_head.renormalize()

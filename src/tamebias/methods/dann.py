@@ -17,7 +17,7 @@ from ..models.layers import reverse_gradient
 from ..models.norm import use_domain
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import binary_accuracy, domain_labels
-from .selftrain import SelfTraining, SelfTrainingConfig, needs_strong_view
+from .parts import SelfTraining, SelfTrainingConfig, needs_strong_view
 
 
 @dataclass
@@ -32,7 +32,7 @@ class DANNConfig(MethodConfig):
     ramp: bool = True  # coefficient = weight * (2 / (1 + exp(-10 p)) - 1)
     critic_hidden: tuple[int, ...] = (500, 500)
     critic_dropout: float = 0.0
-    # a target self-training term on top (methods/selftrain.py), e.g. mode=pseudo_label
+    # a target self-training term on top (methods/parts.py), e.g. mode=pseudo_label
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
 
 

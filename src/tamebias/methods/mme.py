@@ -12,7 +12,7 @@ from ..models.heads import CosineHead
 from ..models.layers import reverse_gradient
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import labeled_loss, prediction_entropy
-from .ssda import SourceTargetConfig
+from .parts import SourceTargetConfig
 
 
 @dataclass

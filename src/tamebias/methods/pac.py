@@ -12,8 +12,7 @@ from ..models.classifier import Classifier
 from ..models.heads import CosineHead
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import labeled_loss, rotation_stage
-from .selftrain import SelfTraining, SelfTrainingConfig
-from .ssda import SourceTargetConfig
+from .parts import SelfTraining, SelfTrainingConfig, SourceTargetConfig
 
 
 @dataclass
@@ -36,7 +35,7 @@ class PAC(Method):
     class-agnostic and shaped by the target too. Stage ``train``: a cosine classifier
     (temperature 0.05) on cross-entropy over labeled source + the labeled target shots, plus
     consistency on unlabeled target: a weak-view prediction with confidence >= 0.9 is the hard
-    label of the strong view (FixMatch's term, methods/selftrain.py)."""
+    label of the strong view (FixMatch's term, methods/parts.py)."""
 
     Config = PACConfig
     description = "PAC: rotation pretraining + consistency (Mishra et al. 2021)"

@@ -3,28 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import MethodConfig, OptimConfig
 from ..data.batch import DomainBatch
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import labeled_loss, prediction_entropy, source_and_shots
-
-
-def _sgd() -> OptimConfig:
-    # MME's optimizer: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with an inverse decay
-    return OptimConfig("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse")
-
-
-@dataclass
-class SourceTargetConfig(MethodConfig):
-    name: str = "s+t"
-    steps: int = 3000
-    optim: OptimConfig = field(default_factory=_sgd)
+from .parts import SourceTargetConfig
 
 
 class SourceTarget(Method):

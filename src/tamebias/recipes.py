@@ -1,0 +1,193 @@
+"""Recipes: named configurations as declared data.
+
+A recipe is a registered method plus dotted overrides (its parts: a norm, augmentation views,
+a selection rule, another self-training mode) and, in ``requires``, the recipe whose finished
+run it starts from with the submodules it loads from that run (``init.weights``). ``fit
+--recipe``, ``bench --methods`` and ``sweep --method`` take a recipe name (or a plain method
+name); ``recipe_fit.py`` trains the required runs first (or reuses finished ones), deepest
+first. What the recipes measured is in ``docs/recipes.md``, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .methods import METHODS
+from .registry import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """The run of ``recipe`` (same task, seed and settings) that a recipe starts from, and the
+    method submodules it loads from it (``init.weights=RUN:modules``)."""
+
+    recipe: str
+    modules: tuple[str, ...] = ("classifier",)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``method`` with ``overrides``, started from the runs in ``requires`` (at most one: a run
+    starts from one run's weights). ``published_as`` names the paper method whose published
+    number a results row of this recipe shows (None: the row's own name)."""
+
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    requires: tuple[Requirement, ...] = ()
+    summary: str = ""
+    published_as: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.requires) > 1:
+            raise ValueError(f"recipe {self.name}: a run starts from one run's weights "
+                             "(init.weights); requires names one recipe at most")
+
+
+# batch norm in LeNet, weak views of both domains: the setting of the adversarial rows
+BN_AUG = ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak")
+PIXEL_ONLY = ("method.feature_steps=0",)
+FIXMATCH = ("method.self_training.mode=fixmatch",)
+SOURCE_MODEL = Requirement("source_only+bn+aug", ("classifier",))
+PIXEL_TRANSLATOR = Requirement("cycada_pixel+bn+aug", ("translator", "teacher"))
+PIXEL_BN_AUG = (*PIXEL_ONLY, *BN_AUG, "train.selection=im")
+
+
+def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
+    return {recipe.name: recipe for recipe in recipes}
+
+
+RECIPES: dict[str, Recipe] = _recipes(
+    # the former preset methods (a config naming them is read as these: legacy.py)
+    Recipe("fixmatch", "self_training", FIXMATCH,
+           summary="FixMatch-style consistency: confident weak-view labels train the strong view"),
+    Recipe("mean_teacher", "self_training",
+           ("method.self_training.mode=mean_teacher", "method.self_training.threshold=0.968",
+            "method.self_training.weight=3.0", "method.self_training.balance=0.005"),
+           summary="mean teacher (French et al.): an EMA teacher's predictions as targets"),
+    Recipe("cycada_pixel", "cycada", PIXEL_ONLY,
+           summary="pixel-only CyCADA: CycleGAN + semantic consistency, no feature stage"),
+    # baselines and their parts
+    Recipe("adabn", "source_only", ("model.norm=bn", "train.adabn=true"),
+           summary="source only with batch norm, then AdaBN on target statistics"),
+    Recipe("source_only+in", "source_only", ("model.norm=in",),
+           summary="source only with instance norm in the convolutions"),
+    Recipe("source_only+ibn", "source_only", ("model.norm=ibn",),
+           summary="source only with IBN-a (half instance, half batch norm)"),
+    Recipe("source_only+aug", "source_only", ("data.augment.source=strong",),
+           summary="source only on strongly augmented source images"),
+    Recipe("source_only+bn+aug", "source_only", ("model.norm=bn", "data.augment.source=weak"),
+           summary="source only with batch norm and weak source views (the adversarial rows' "
+           "base)"),
+    Recipe("pseudo_label", "self_training",
+           summary="source CE + online pseudo-labels (confidence >= 0.95)"),
+    Recipe("pseudo_label+dsbn", "self_training", ("model.norm=dsbn",),
+           summary="online pseudo-labels with domain-specific batch norm"),
+    Recipe("fixmatch+bn+aug", "self_training", (*FIXMATCH, *BN_AUG),
+           summary="FixMatch consistency + batch norm + weak views of source and target"),
+    # adversarial
+    Recipe("dann+dsbn", "dann", ("model.norm=dsbn",),
+           summary="DANN with domain-specific batch norm"),
+    Recipe("dann+bn+aug", "dann", BN_AUG, published_as="dann",
+           summary="DANN with batch norm in LeNet and weak views of source and target"),
+    Recipe("adda+bn+aug", "adda", (*BN_AUG, "train.selection=im"), (SOURCE_MODEL,),
+           published_as="adda",
+           summary="ADDA from the source_only+bn+aug run; picked by information maximization"),
+    # universal adaptation
+    Recipe("dance+source", "dance", (), (Requirement("source_only", ("classifier",)),),
+           summary="DANCE from the source_only run (its backbone; its head as prototypes)"),
+    Recipe("dance+backbone", "dance", (),
+           (Requirement("source_only", ("classifier.backbone",)),),
+           summary="DANCE on the source_only run's backbone under a fresh prototype head"),
+    Recipe("dance+bn+aug", "dance", BN_AUG, published_as="dance",
+           summary="DANCE with batch norm in LeNet and weak views of both domains"),
+    Recipe("dance+rotation", "dance", ("method.rotation_steps=1000",),
+           summary="DANCE on a backbone pretrained by rotation prediction on both domains"),
+    # pixel-level: CyCADA
+    Recipe("cycada_pixel+bn+aug", "cycada", PIXEL_BN_AUG, (SOURCE_MODEL,),
+           published_as="cycada_pixel",
+           summary="pixel-only CyCADA with batch norm and weak views, from source_only+bn+aug"),
+    Recipe("cycada_pixel+bn+aug+cycle1", "cycada",
+           (*PIXEL_BN_AUG, "method.translator.cycle_weight=1",
+            "method.translator.target_gan_weight=2"), (SOURCE_MODEL,),
+           published_as="cycada_pixel",
+           summary="cycada_pixel+bn+aug with the authors' digits loss weights (cycle 1, GAN 2)"),
+    Recipe("cycada_pixel+bn+aug+wide", "cycada",
+           (*PIXEL_BN_AUG, "method.translator.width=16", "method.translator.blocks=6"),
+           (SOURCE_MODEL,), published_as="cycada_pixel",
+           summary="cycada_pixel+bn+aug with a larger translator (width 16, 6 blocks)"),
+    Recipe("cycada_pixel+bn+aug+cyclegan", "cycada",
+           (*PIXEL_BN_AUG, "method.translator.width=64", "method.translator.blocks=9",
+            "method.translator.critic_width=64", "method.translator.critic_layers=3"),
+           (SOURCE_MODEL,), published_as="cycada_pixel",
+           summary="cycada_pixel+bn+aug with CycleGAN's own network sizes (a GPU run)"),
+    Recipe("cycada_pixel+bn+aug+tbn", "cycada",
+           (*PIXEL_BN_AUG, "method.teacher_target_stats=true"), (SOURCE_MODEL,),
+           published_as="cycada_pixel",
+           summary="cycada_pixel+bn+aug whose teacher reads target-style images with target "
+           "BN statistics"),
+    Recipe("cycada_pixel+bn+aug+adabn", "cycada",
+           (*PIXEL_ONLY, *BN_AUG, "train.adabn=true", "train.selection=im"),
+           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
+           summary="the task stage again on cycada_pixel+bn+aug's translator, then AdaBN"),
+    Recipe("cycada_pixel+bn+aug+cosine", "cycada",
+           (*PIXEL_ONLY, *BN_AUG, "method.task_optim.schedule=cosine", "train.selection=im"),
+           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
+           summary="the task stage again on cycada_pixel+bn+aug's translator, cosine-annealed"),
+    Recipe("cycada_pixel+bn+strong", "cycada",
+           (*PIXEL_ONLY, "model.norm=bn", "data.augment.source=strong",
+            "data.augment.target=weak", "train.selection=im"),
+           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
+           summary="the task stage again on cycada_pixel+bn+aug's translator, strong source "
+           "views"),
+    Recipe("cycada+bn+aug", "cycada", (*BN_AUG, "train.selection=im"),
+           (Requirement("cycada_pixel+bn+aug", ("translator", "teacher", "classifier")),),
+           published_as="cycada",
+           summary="CyCADA pixel + feature: ADDA's feature stage on the cycada_pixel+bn+aug run"),
+)
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe ``name``: a declared one, or a registered method as it is."""
+    if name in RECIPES:
+        return RECIPES[name]
+    if name in METHODS:
+        return Recipe(name, name, summary=METHODS[name].description)
+    choices = ", ".join([*METHODS, *RECIPES])
+    raise UnknownNameError(f"unknown recipe {name!r}; choose a method or a recipe: {choices}")
+
+
+def required_recipes(name: str) -> list[str]:
+    """The recipes whose runs ``name`` starts from, deepest first (each once). An unknown
+    recipe or a cycle in ``requires`` is an error naming the chain."""
+
+    def walk(current: str, chain: tuple[str, ...]) -> list[str]:
+        if current in chain:
+            raise ValueError("recipes require each other in a cycle: "
+                             + " -> ".join([*chain, current]))
+        try:
+            needs = recipe(current).requires
+        except UnknownNameError as error:
+            if not chain:
+                raise
+            raise UnknownNameError(f"recipe {chain[-1]} requires {current!r}, which is "
+                                   "neither a recipe nor a method") from error
+        order: list[str] = []
+        for need in needs:
+            for label in [*walk(need.recipe, (*chain, current)), need.recipe]:
+                if label not in order:
+                    order.append(label)
+        return order
+
+    return walk(name, ())
+
+
+def recipe_overrides(name: str, places: dict[str, object] | None = None) -> list[str]:
+    """The dotted settings of recipe ``name``: its method, its overrides and, when the run it
+    starts from is placed (``places[recipe]``: a run folder), ``init.weights``."""
+    chosen = recipe(name)
+    items = [f"method.name={chosen.method}", *chosen.overrides]
+    for need in chosen.requires:
+        if places is not None and need.recipe in places:
+            items.append(f"init.weights={places[need.recipe]}:{','.join(need.modules)}")
+    return items
