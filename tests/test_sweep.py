@@ -80,7 +80,7 @@ def test_a_tiny_sweep_end_to_end_writes_rows_and_reuses_finished_runs(tiny_overr
 
 def test_a_diverging_configuration_is_recorded_and_left_out(tiny_overrides, tmp_path,
                                                             monkeypatch):
-    from tamebias import api
+    from tamebias import api, recipe_fit
     from tamebias import sweep as sweep_module
     from tamebias.training.trainer import TrainingDiverged
 
@@ -91,7 +91,7 @@ def test_a_diverging_configuration_is_recorded_and_left_out(tiny_overrides, tmp_
             raise TrainingDiverged("a loss became NaN")
         return original(config, **kwargs)
 
-    monkeypatch.setattr(api, "fit", fit)  # what the recipe runner trains with
+    monkeypatch.setattr(recipe_fit, "fit", fit)  # what the recipe runner trains with
     record = sweep_module.run_sweep(
         "dann", ["method.domain_weight=0.1,1.0"], [0], tmp_path / "sweep",
         overrides=[*tiny_overrides, "method.steps=2", "train.eval_every=2"])
