@@ -227,7 +227,7 @@ class Trainer:
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
         score = SCORES.get(self.selection) or selection_score(self.selection)
-        needs = self.method.needs
+        needs = stage.needs or self.method.needs
         sums: dict[str, Tensor] = {}
         window_start = first_step
         self.method.train()
@@ -238,6 +238,8 @@ class Trainer:
             for name, optimizer in optimizers.items():
                 set_learning_rate(optimizer, configs[name].schedule, ctx.progress)
             batch = self.streams.batch(offset + step)
+            if stage.needs is not None:  # e.g. a source-free stage: no source batch at all
+                batch = stage.needs.restrict(batch)
             metrics = stage.step(batch, ctx)
             for key, value in metrics.items():
                 value = value.detach().float()
