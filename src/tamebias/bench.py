@@ -233,6 +233,15 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_name(row: dict[str, Any]) -> str:
+    """A row's label in tables: a plain method run with batch norm or augmented views through
+    ``--set`` reads as ``method+bn+aug``, never as its plain row."""
+    if row["method"] in VARIANTS:
+        return row["method"]
+    return (row["method"] + ("+bn" if row.get("norm") == "bn" else "")
+            + ("+aug" if row["protocol"].get("augmentation", "none") != "none" else ""))
+
+
 def row_key(row: dict[str, Any]) -> tuple:
     return (row["task"], row["method"], row["backbone"], row["steps"], row["selection"],
             json.dumps(row["protocol"], sort_keys=True))
@@ -280,7 +289,7 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
     for row in sorted(rows, key=lambda r: (r["task"], r["analysis_only"], r["method"])):
         machine = row["machine"]
         where = machine.get("gpu") or f"cpu x{machine['torch_threads']}"
-        method = row["method"] + (" *(analysis)*" if row["analysis_only"] else "")
+        method = shown_name(row) + (" *(analysis)*" if row["analysis_only"] else "")
         task = TASKS.get(row["task"])
         # a variant row shows its method's published number (the paper's own setting)
         variant = VARIANTS.get(row["method"])

@@ -1,0 +1,17 @@
+"""Results tables name a method run with ``--set model.norm=bn`` and augmented views by its
+``+bn+aug`` form, so it cannot be read as the plain method's row."""
+
+from __future__ import annotations
+
+from tamebias.bench import shown_name
+
+
+def test_plain_methods_with_bn_and_views_read_as_their_bn_aug_form():
+    plain = {"method": "cdan", "norm": None, "protocol": {"augmentation": "none"}}
+    tuned = {"method": "cdan", "norm": "bn",
+             "protocol": {"augmentation": "auto policy: source weak, target weak"}}
+    assert shown_name(plain) == "cdan"
+    assert shown_name(tuned) == "cdan+bn+aug"
+    assert shown_name({**tuned, "norm": None}) == "cdan+aug"
+    # a registered variant keeps its own name
+    assert shown_name({**tuned, "method": "dann+bn+aug"}) == "dann+bn+aug"
