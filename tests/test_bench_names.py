@@ -13,5 +13,8 @@ def test_plain_methods_with_bn_and_views_read_as_their_bn_aug_form():
     assert shown_name(plain) == "cdan"
     assert shown_name(tuned) == "cdan+bn+aug"
     assert shown_name({**tuned, "norm": None}) == "cdan+aug"
+    with_mcc = {**tuned, "method": "dann", "method_config": {"mcc": {"weight": 1.0}}}
+    assert shown_name(with_mcc) == "dann+mcc+bn+aug"
+    assert shown_name({**with_mcc, "method": "mcc"}) == "mcc+bn+aug"
     # a registered variant keeps its own name
     assert shown_name({**tuned, "method": "dann+bn+aug"}) == "dann+bn+aug"

@@ -234,11 +234,13 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
 
 
 def shown_name(row: dict[str, Any]) -> str:
-    """A row's label in tables: a plain method run with batch norm or augmented views through
-    ``--set`` reads as ``method+bn+aug``, never as its plain row."""
+    """A row's label in tables: a plain method run with an MCC term, batch norm or augmented
+    views through ``--set`` reads as ``method+mcc+bn+aug``, never as its plain row."""
     if row["method"] in VARIANTS:
         return row["method"]
-    return (row["method"] + ("+bn" if row.get("norm") == "bn" else "")
+    mcc = (row.get("method_config") or {}).get("mcc") or {}
+    return (row["method"] + ("+mcc" if row["method"] != "mcc" and mcc.get("weight") else "")
+            + ("+bn" if row.get("norm") == "bn" else "")
             + ("+aug" if row["protocol"].get("augmentation", "none") != "none" else ""))
 
 
