@@ -137,7 +137,8 @@ class SHOT(Method):
         assert batch.source is None and target is not None, "SHOT adapts on target alone"
         config = self.config
         with use_domain(self.classifier, "target"):
-            pseudo = (self.pseudo_labels(target.images, target.indices.to(target.images.device))
+            # dataset indices stay on the host (as the stream makes them): no sync to size the bank
+            pseudo = (self.pseudo_labels(target.images, target.indices)
                       if config.pseudo_label_weight > 0 else None)
             with ctx.autocast():
                 logits = self.classifier(target.images).float()
