@@ -106,6 +106,10 @@ def test_dan_multi_kernel_mmd_by_hand():
     assert float(value) == pytest.approx(2 - 2 * math.exp(-1), abs=1e-5)
     same = torch.randn(6, 3)
     assert float(multi_kernel_mmd(same, same.clone())) == pytest.approx(0.0, abs=1e-5)
+    collapsed = torch.zeros(4, 3, requires_grad=True)  # dead features: finite, zero
+    value = multi_kernel_mmd(collapsed[:2], collapsed[2:])
+    value.backward()
+    assert float(value.detach()) == 0.0 and torch.isfinite(collapsed.grad).all()
 
 
 def test_coral_loss_by_hand():

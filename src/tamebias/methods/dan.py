@@ -40,7 +40,8 @@ def multi_kernel_mmd(source: Tensor, target: Tensor,
     squared distance over all pairs of the joint batch is taken without gradient."""
     joint = torch.cat([source.float(), target.float()])
     distances = torch.cdist(joint, joint).pow(2)
-    mean = distances.detach().mean()
+    # a batch collapsed onto one point has mean 0: keep the bandwidth positive (no 0/0)
+    mean = distances.detach().mean().clamp_min(1e-8)
     kernel = sum(torch.exp(-distances / (2 * scale * mean)) for scale in bandwidth_scales)
     count = len(source)
     return (kernel[:count, :count].mean() + kernel[count:, count:].mean()
