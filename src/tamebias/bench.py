@@ -245,7 +245,8 @@ def shown_name(row: dict[str, Any]) -> str:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["task"], row["method"], row["backbone"], row["steps"], row["selection"],
+    # by the name the table shows: dann and dann with an MCC term are two rows
+    return (row["task"], shown_name(row), row["backbone"], row["steps"], row["selection"],
             json.dumps(row["protocol"], sort_keys=True))
 
 
