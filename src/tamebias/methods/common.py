@@ -32,7 +32,7 @@ def source_stage(classifier: Classifier, steps: int, optim: OptimConfig,
     def step(batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         assert batch.source is not None
         return classification_step(classifier, batch.source, ctx, "classifier",
-                                   label_smoothing)
+                                   label_smoothing=label_smoothing)
 
     return Stage(name, step, {"classifier": [classifier]}, optim, steps)
 
