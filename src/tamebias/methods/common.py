@@ -27,12 +27,13 @@ def classification_step(
 
 def source_stage(classifier: Classifier, steps: int, optim: OptimConfig,
                  name: str = "source", label_smoothing: float = 0.0) -> Stage:
-    """Train ``classifier`` on labeled source batches (source-only training)."""
+    """Train ``classifier`` on labeled source batches (source-only training), with
+    ``label_smoothing`` when set (SHOT's source model)."""
+    options = {"label_smoothing": label_smoothing} if label_smoothing else {}
 
     def step(batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         assert batch.source is not None
-        return classification_step(classifier, batch.source, ctx, "classifier",
-                                   label_smoothing=label_smoothing)
+        return classification_step(classifier, batch.source, ctx, "classifier", **options)
 
     return Stage(name, step, {"classifier": [classifier]}, optim, steps)
 
