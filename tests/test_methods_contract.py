@@ -40,7 +40,10 @@ def test_every_stage_runs_and_each_optimizer_changes_only_its_modules(name, tiny
         method.train()
         for step in range(2):
             before = {n: p.detach().clone() for n, p in method.named_parameters()}
-            metrics = stage.step(streams.batch(step), context)
+            batch = streams.batch(step)
+            if stage.needs is not None:  # as the loop: the stage reads only what it declares
+                batch = stage.needs.restrict(batch)
+            metrics = stage.step(batch, context)
             assert metrics and all(math.isfinite(float(v)) for v in metrics.values())
             assert all(v.dim() == 0 for v in metrics.values()), "metrics are scalar tensors"
             changed = {n for n, p in method.named_parameters() if not torch.equal(before[n], p)}

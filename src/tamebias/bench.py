@@ -19,6 +19,7 @@ from .config import RunConfig
 from .data.domain import prepare_data
 from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
+from .methods import METHODS
 from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
 from .recipes import RECIPES, recipe, recipe_overrides
 from .registry import lookup
@@ -235,8 +236,25 @@ def category_shift_table(suite: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown_name(row: dict[str, Any]) -> str:
+    """A row's label in tables: a declared recipe by its name; a plain method run with an MCC
+    term, batch norm or augmented views through ``--set`` that its own default form does not
+    have (``Method.part_defaults``) reads as ``method+mcc+bn+aug``, never as its plain row."""
+    label = row["method"]
+    if label in RECIPES:
+        return label
+    defaults = METHODS[label].part_defaults if label in METHODS else {}
+    mcc = (row.get("method_config") or {}).get("mcc") or {}
+    views = any(key.startswith("data.augment.") for key in defaults)
+    return (label + ("+mcc" if label != "mcc" and mcc.get("weight") else "")
+            + ("+bn" if row.get("norm") == "bn" and defaults.get("model.norm") != "bn" else "")
+            + ("+aug" if row["protocol"].get("augmentation", "none") != "none" and not views
+               else ""))
+
+
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["task"], row["method"], row["backbone"], row["steps"], row["selection"],
+    # by the name the table shows: dann and dann with an MCC term are two rows
+    return (row["task"], shown_name(row), row["backbone"], row["steps"], row["selection"],
             json.dumps(row["protocol"], sort_keys=True))
 
 
@@ -282,7 +300,7 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
     for row in sorted(rows, key=lambda r: (r["task"], r["analysis_only"], r["method"])):
         machine = row["machine"]
         where = machine.get("gpu") or f"cpu x{machine['torch_threads']}"
-        method = row["method"] + (" *(analysis)*" if row["analysis_only"] else "")
+        method = shown_name(row) + (" *(analysis)*" if row["analysis_only"] else "")
         task = TASKS.get(row["task"])
         # a recipe row shows its paper method's published number (the paper's own setting)
         declared = RECIPES.get(row["method"])

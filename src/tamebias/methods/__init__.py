@@ -8,13 +8,20 @@ from ..models.norm import has_domain_norm
 from ..registry import lookup
 from .adda import ADDA
 from .base import DataNeeds, Method, Stage, StepContext
+from .cdan import CDAN
+from .coral import CORAL
 from .cycada import CyCADA
+from .dan import DAN
 from .dance import DANCE
 from .dann import DANN
+from .mcc import MCC
+from .mcd import MCD
+from .mdd import MDD
 from .mme import MME
 from .oracle import Oracle
 from .pac import PAC
 from .selftrain import SelfTrainingMethod
+from .shot import SHOT
 from .source_only import SourceOnly
 from .ssda import EntropyMinimization, SourceTarget
 
@@ -26,6 +33,13 @@ METHODS: dict[str, type[Method]] = {
     "self_training": SelfTrainingMethod,
     "dance": DANCE,
     "cycada": CyCADA,
+    "cdan": CDAN,
+    "mcc": MCC,
+    "mdd": MDD,
+    "mcd": MCD,
+    "dan": DAN,
+    "coral": CORAL,
+    "shot": SHOT,  # source-free: its adaptation stage reads target alone
     # semi-supervised DA: these read the k labeled target shots (data.target_shots)
     "s+t": SourceTarget,
     "ent": EntropyMinimization,

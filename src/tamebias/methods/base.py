@@ -29,6 +29,14 @@ class DataNeeds:
     strong_target: bool = False  # a strongly augmented second view of the target batch
     target_shots: bool = False
 
+    def restrict(self, batch: DomainBatch) -> DomainBatch:
+        """``batch`` with the parts these needs do not read set to None (a stage that
+        declares ``DataNeeds(source=False)`` gets no source batch: source-free adaptation)."""
+        return DomainBatch(
+            batch.source if self.source else None,
+            batch.target if self.target else None,
+            batch.labeled_target if self.labeled_target or self.target_shots else None)
+
 
 class StepContext(Protocol):
     """What the trainer hands a step: where it is, and how to apply an update."""
@@ -51,7 +59,9 @@ class Stage:
     """A phase of training: ``steps`` calls of ``step``, driving the named optimizers over
     the given modules. ``optim`` is one config for all, or one per optimizer name.
     ``on_start`` runs once when the stage begins (not again on resume). Stages with
-    ``evaluate=False`` (e.g. training an image translator) are not model-selection candidates."""
+    ``evaluate=False`` (e.g. training an image translator) are not model-selection candidates.
+    ``needs``, when set, narrows the method's data needs for this stage: the loop hands the
+    step only those parts of the batch (SHOT's adaptation stage reads target alone)."""
 
     name: str
     step: StepFunction
@@ -60,6 +70,7 @@ class Stage:
     steps: int
     on_start: Callable[[], None] | None = None
     evaluate: bool = True
+    needs: DataNeeds | None = None
 
     def optim_config(self, optimizer: str) -> OptimConfig:
         if isinstance(self.optim, dict):

@@ -13,24 +13,27 @@ from .base import Stage, StepContext
 
 
 def classification_step(
-    classifier: Classifier, batch: LabeledBatch, ctx: StepContext, optimizer: str
+    classifier: Classifier, batch: LabeledBatch, ctx: StepContext, optimizer: str,
+    label_smoothing: float = 0.0,
 ) -> dict[str, Tensor]:
     """One cross-entropy update of ``classifier`` on a labeled batch."""
     with ctx.autocast():
         logits = classifier(batch.images)
-        loss = F.cross_entropy(logits, batch.labels)
+        loss = F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
     ctx.update(optimizer, loss)
     accuracy = (logits.detach().argmax(1) == batch.labels).float().mean()
     return {"loss": loss.detach(), "source_accuracy": accuracy}
 
 
 def source_stage(classifier: Classifier, steps: int, optim: OptimConfig,
-                 name: str = "source") -> Stage:
-    """Train ``classifier`` on labeled source batches (source-only training)."""
+                 name: str = "source", label_smoothing: float = 0.0) -> Stage:
+    """Train ``classifier`` on labeled source batches (source-only training), with
+    ``label_smoothing`` when set (SHOT's source model)."""
+    options = {"label_smoothing": label_smoothing} if label_smoothing else {}
 
     def step(batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         assert batch.source is not None
-        return classification_step(classifier, batch.source, ctx, "classifier")
+        return classification_step(classifier, batch.source, ctx, "classifier", **options)
 
     return Stage(name, step, {"classifier": [classifier]}, optim, steps)
 

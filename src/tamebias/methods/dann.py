@@ -17,6 +17,7 @@ from ..models.layers import reverse_gradient
 from ..models.norm import use_domain
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import binary_accuracy, domain_labels
+from .mcc import MCCConfig, mcc_term, validate_mcc
 from .parts import SelfTraining, SelfTrainingConfig, needs_strong_view
 
 
@@ -34,6 +35,8 @@ class DANNConfig(MethodConfig):
     critic_dropout: float = 0.0
     # a target self-training term on top (methods/parts.py), e.g. mode=pseudo_label
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    # minimum class confusion on the target predictions (methods/mcc.py): method.mcc.weight=1
+    mcc: MCCConfig = field(default_factory=MCCConfig)
 
 
 class DANN(Method):
@@ -59,6 +62,7 @@ class DANN(Method):
                                    config.critic_dropout)
         self.self_training = SelfTraining(config.self_training, classifier)
         self.needs = DataNeeds(strong_target=needs_strong_view(config.self_training))
+        validate_mcc(config.mcc)
 
     def coefficient(self, progress: float) -> float:
         ramp = 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0 if self.config.ramp else 1.0
@@ -81,11 +85,13 @@ class DANN(Method):
             labels = domain_labels(len(source), len(target), features.device)
             domain_logits = self.critic(reverse_gradient(features, coefficient))
             domain_loss = F.binary_cross_entropy_with_logits(domain_logits.float(), labels)
+            mcc_loss, mcc_metrics = mcc_term(self.config.mcc, self.classifier.head(
+                features[len(source):]) if self.config.mcc.weight > 0 else None)
         target_loss, extra = self.self_training.loss(target, ctx)
-        ctx.update("model", class_loss + domain_loss + target_loss)
+        ctx.update("model", class_loss + domain_loss + target_loss + mcc_loss)
         self.self_training.after_update(ctx)
         return {
-            **(extra if self.self_training.enabled else {}),
+            **(extra if self.self_training.enabled else {}), **mcc_metrics,
             "class_loss": class_loss.detach(),
             "domain_loss": domain_loss.detach(),
             "domain_accuracy": binary_accuracy(domain_logits, labels),

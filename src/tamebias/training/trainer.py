@@ -20,7 +20,7 @@ from ..errors import TrainingDiverged
 from ..evaluation.metrics import Evaluation, evaluate
 from ..evaluation.openset import METRICS as OPEN_SET_METRICS
 from ..evaluation.selection import ValidationProbe, selection_score
-from ..methods.base import Method, Stage, trainable_parameters
+from ..methods.base import DataNeeds, Method, Stage, trainable_parameters
 from ..models.norm import use_domain
 from ..records import EvalRecord, eval_record
 from ..rundir import RunDir
@@ -243,8 +243,10 @@ class Trainer:
             for name, optimizer in optimizers.items():
                 set_learning_rate(optimizer, configs[name].schedule, ctx.progress)
             batch = self.streams.batch(offset + step)
+            if stage.needs is not None:  # e.g. a source-free stage: no source batch at all
+                batch = stage.needs.restrict(batch)
             window.add(stage.step(batch, ctx))
-            report.train_images += self._images_read(batch)
+            report.train_images += self._images_read(batch, stage.needs or self.method.needs)
             report.steps += 1
             done = step + 1
             last = done == stage.steps
@@ -266,9 +268,9 @@ class Trainer:
         return best_score
 
     # -- the parts of a stage ---------------------------------------------------------------
-    def _images_read(self, batch: Any) -> int:
-        """Images the method reads in ``batch``, not every stream drawn."""
-        needs = self.method.needs
+    @staticmethod
+    def _images_read(batch: Any, needs: DataNeeds) -> int:
+        """Images the stage reads in ``batch`` (by its ``needs``), not every stream drawn."""
         return sum(len(part) for part, used in (
             (batch.source, needs.source), (batch.target, needs.target),
             (batch.labeled_target, needs.labeled_target or needs.target_shots))
