@@ -17,7 +17,7 @@ from ..models.norm import use_domain
 from .base import StepContext
 from .common import binary_accuracy, domain_labels
 from .dann import DANN, DANNConfig
-from .mcc import mcc_term
+from .parts import mcc_term
 
 
 @dataclass

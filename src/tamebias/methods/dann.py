@@ -17,8 +17,14 @@ from ..models.layers import reverse_gradient
 from ..models.norm import use_domain
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import binary_accuracy, domain_labels
-from .mcc import MCCConfig, mcc_term, validate_mcc
-from .parts import SelfTraining, SelfTrainingConfig, needs_strong_view
+from .parts import (
+    MCCConfig,
+    SelfTraining,
+    SelfTrainingConfig,
+    mcc_term,
+    needs_strong_view,
+    validate_mcc,
+)
 
 
 @dataclass

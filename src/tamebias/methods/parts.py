@@ -217,3 +217,48 @@ class SelfTraining(nn.Module):
                 mean.copy_(value)
         elif (ctx.step + 1) % self.config.rounds == 0:
             self.teacher.load_state_dict(student.state_dict())
+
+
+# -- MCC (minimum class confusion, Jin et al. 2020): a term any method adds (method.mcc) ---
+@dataclass
+class MCCConfig:
+    """``weight`` of the term (0: off); ``temperature`` rescales the logits before the softmax
+    (the paper's T = 2.5)."""
+
+    weight: float = 0.0
+    temperature: float = 2.5
+
+
+def validate_mcc(config: MCCConfig) -> None:
+    if config.weight < 0:
+        raise ValueError("method.mcc.weight must not be negative")
+    if not config.temperature > 0:
+        raise ValueError("method.mcc.temperature must be positive")
+
+
+def class_confusion(logits: Tensor, temperature: float) -> Tensor:
+    """The normalized class-confusion matrix (C x C) of a batch of target logits:
+    ``P^T W P`` with P the softmax of ``logits / T`` and W the diagonal of the entropy weights
+    ``1 + exp(-H(p_i))`` rescaled to sum to the batch size, then each column divided by its
+    sum (Jin et al., Eq. 2-6)."""
+    probabilities = (logits.float() / temperature).softmax(1)
+    entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(1)
+    weights = 1 + torch.exp(-entropy)
+    weights = (len(logits) * weights / weights.sum()).unsqueeze(1)
+    confusion = (probabilities * weights).t() @ probabilities
+    return confusion / confusion.sum(0, keepdim=True)
+
+
+def class_confusion_loss(logits: Tensor, temperature: float = 2.5) -> Tensor:
+    """Sum of the off-diagonal (between-class) confusion, divided by the class count."""
+    confusion = class_confusion(logits, temperature)
+    return (confusion.sum() - confusion.trace()) / confusion.shape[0]
+
+
+def mcc_term(config: MCCConfig, target_logits: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The weighted MCC term for a method's step (zero, no metric, when off)."""
+    if config.weight <= 0 or target_logits is None:
+        return torch.zeros((), device=None if target_logits is None
+                           else target_logits.device), {}
+    loss = class_confusion_loss(target_logits, config.temperature)
+    return config.weight * loss, {"mcc_loss": loss.detach()}
