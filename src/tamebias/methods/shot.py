@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import MethodConfig, OptimConfig
 from ..data.batch import DomainBatch
 from ..models.classifier import Classifier
 from ..models.layers import dropout_off
+from ..models.memory import MemoryBank
 from ..models.norm import use_domain
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import prediction_entropy, source_stage
@@ -63,34 +64,6 @@ def cluster_labels(features: Tensor, probabilities: Tensor) -> Tensor:
     return labels
 
 
-class TargetBank(nn.Module):
-    """The latest features of every target training image seen, by dataset index; grows to
-    the largest index seen (the method does not see the dataset, only indexed batches)."""
-
-    def __init__(self, feature_dim: int) -> None:
-        super().__init__()
-        self.register_buffer("features", torch.zeros(0, feature_dim))
-        self.register_buffer("written", torch.zeros(0, dtype=torch.bool))
-
-    @torch.no_grad()
-    def update(self, features: Tensor, indices: Tensor) -> None:
-        size = int(indices.max()) + 1
-        if size > len(self.written):
-            extra = size - len(self.written)
-            self.features = torch.cat([self.features, self.features.new_zeros(
-                extra, self.features.shape[1])])
-            self.written = torch.cat([self.written, self.written.new_zeros(extra)])
-        self.features[indices] = features.detach().float()
-        self.written[indices] = True
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        stored = state_dict.get(prefix + "features")
-        if stored is not None:  # take the stored size before copying
-            self.features = self.features.new_zeros(stored.shape)
-            self.written = self.written.new_zeros(stored.shape[0])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 class SHOT(Method):
     """Source hypothesis transfer, SHOT (Liang et al., ICML 2020, arXiv:2002.08546).
 
@@ -111,7 +84,7 @@ class SHOT(Method):
         super().__init__(config, classifier)
         if not 0 <= config.label_smoothing < 1:
             raise ValueError("method.label_smoothing must be in [0, 1)")
-        self.bank = TargetBank(classifier.feature_dim)
+        self.bank = MemoryBank(classifier.feature_dim, normalize=False)  # raw: the head reads them
         self.needs = DataNeeds(source=config.source_steps > 0)
 
     def stages(self) -> list[Stage]:

@@ -8,14 +8,16 @@ from torch import Tensor, nn
 
 
 class MemoryBank(nn.Module):
-    """One L2-normalized feature per target training image, indexed by dataset index.
-    ``update`` writes rows ``indices``: a row seen for the first time takes the new feature,
-    later ones ``normalize(momentum * old + (1 - momentum) * new)``. The bank grows to the
-    largest index seen; rows never written are left out of the similarities."""
+    """One feature per target training image, indexed by dataset index (L2-normalized unless
+    ``normalize=False``, e.g. SHOT's bank of raw features for its head). ``update`` writes rows
+    ``indices``: a row seen for the first time takes the new feature, later ones
+    ``normalize(momentum * old + (1 - momentum) * new)``. The bank grows to the largest index
+    seen; rows never written are left out of the similarities."""
 
-    def __init__(self, feature_dim: int, momentum: float = 0.0) -> None:
+    def __init__(self, feature_dim: int, momentum: float = 0.0, normalize: bool = True) -> None:
         super().__init__()
         self.momentum = momentum
+        self.normalize = normalize
         self.register_buffer("features", torch.zeros(0, feature_dim))
         self.register_buffer("written", torch.zeros(0, dtype=torch.bool))
 
@@ -29,10 +31,13 @@ class MemoryBank(nn.Module):
     @torch.no_grad()
     def update(self, features: Tensor, indices: Tensor) -> None:
         self.grow(int(indices.max()) + 1)
-        new = F.normalize(features.detach().to(self.features.dtype), dim=1)
-        old = self.features[indices]
-        mixed = self.momentum * old + (1 - self.momentum) * new
-        rows = torch.where(self.written[indices].unsqueeze(1), F.normalize(mixed, dim=1), new)
+        new = features.detach().to(self.features.dtype)
+        if self.normalize:
+            new = F.normalize(new, dim=1)
+        mixed = self.momentum * self.features[indices] + (1 - self.momentum) * new
+        if self.normalize:
+            mixed = F.normalize(mixed, dim=1)
+        rows = torch.where(self.written[indices].unsqueeze(1), mixed, new)
         self.features[indices] = rows
         self.written[indices] = True
 
