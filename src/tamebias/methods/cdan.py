@@ -116,14 +116,11 @@ class CDAN(DANN):
             domain_loss = F.binary_cross_entropy_with_logits(domain_logits, labels, weights)
             mcc_loss, mcc_metrics = mcc_term(
                 self.config.mcc, logits[len(source):] if self.config.mcc.weight > 0 else None)
-        target_loss, extra = self.self_training.loss(target, ctx)
-        ctx.update("model", class_loss + domain_loss + target_loss + mcc_loss)
-        self.self_training.after_update(ctx)
-        return {
-            **(extra if self.self_training.enabled else {}), **mcc_metrics,
+        return self.finish(ctx, target, class_loss + domain_loss + mcc_loss, {
+            **mcc_metrics,
             "class_loss": class_loss.detach(),
             "domain_loss": domain_loss.detach(),
             "domain_accuracy": binary_accuracy(domain_logits, labels),
             "source_accuracy": (logits[: len(source)].detach().argmax(1)
                                 == source.labels).float().mean(),
-        }
+        })

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import MethodConfig, OptimConfig
-from ..data.batch import DomainBatch
+from ..data.batch import DomainBatch, UnlabeledBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
 from ..models.layers import reverse_gradient
@@ -93,13 +93,19 @@ class DANN(Method):
             domain_loss = F.binary_cross_entropy_with_logits(domain_logits.float(), labels)
             mcc_loss, mcc_metrics = mcc_term(self.config.mcc, self.classifier.head(
                 features[len(source):]) if self.config.mcc.weight > 0 else None)
-        target_loss, extra = self.self_training.loss(target, ctx)
-        ctx.update("model", class_loss + domain_loss + target_loss + mcc_loss)
-        self.self_training.after_update(ctx)
-        return {
-            **(extra if self.self_training.enabled else {}), **mcc_metrics,
+        return self.finish(ctx, target, class_loss + domain_loss + mcc_loss, {
+            **mcc_metrics,
             "class_loss": class_loss.detach(),
             "domain_loss": domain_loss.detach(),
             "domain_accuracy": binary_accuracy(domain_logits, labels),
             "source_accuracy": (class_logits.detach().argmax(1) == source.labels).float().mean(),
-        }
+        })
+
+    def finish(self, ctx: StepContext, target: UnlabeledBatch, loss: Tensor,
+               metrics: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The step's one update: ``loss`` plus the optional self-training term on target
+        (shared by the DANN family, e.g. CDAN); returns the step's metrics."""
+        target_loss, extra = self.self_training.loss(target, ctx)
+        ctx.update("model", loss + target_loss)
+        self.self_training.after_update(ctx)
+        return {**(extra if self.self_training.enabled else {}), **metrics}
