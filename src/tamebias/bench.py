@@ -21,7 +21,7 @@ from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
 from .methods import METHODS
 from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
-from .recipes import RECIPES, recipe, recipe_overrides
+from .recipes import declared, recipe, recipe_overrides
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
@@ -241,7 +241,7 @@ def shown_name(row: dict[str, Any]) -> str:
     term, batch norm or augmented views through ``--set`` that its own default form does not
     have (``Method.part_defaults``) reads as ``method+mcc+bn+aug``, never as its plain row."""
     label = row["method"]
-    if label in RECIPES:
+    if label not in METHODS:  # a recipe (registered, or an experiment of a recipe file)
         return label
     defaults = METHODS[label].part_defaults if label in METHODS else {}
     mcc = (row.get("method_config") or {}).get("mcc") or {}
@@ -303,9 +303,8 @@ def markdown_table(suite: str, rows: list[dict[str, Any]]) -> str:
         method = shown_name(row) + (" *(analysis)*" if row["analysis_only"] else "")
         task = TASKS.get(row["task"])
         # a recipe row shows its paper method's published number (the paper's own setting)
-        declared = RECIPES.get(row["method"])
-        published = "" if task is None else task.published.get(
-            declared.published_as if declared and declared.published_as else row["method"], "")
+        shown_as = getattr(declared(row["method"]), "published_as", None) or row["method"]
+        published = "" if task is None else task.published.get(shown_as, "")
         last = f"{row['last_accuracy_mean']:.2f}" if "last_accuracy_mean" in row else ""
         rules = row.get("rule_accuracy_mean") or {}
         other = (" / ".join(f"{rules[name]:.2f}" if name in rules else "–"

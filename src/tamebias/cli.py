@@ -79,6 +79,11 @@ def _result_table(title: str, results) -> Table:
     return table
 
 
+RecipeFile = Annotated[Path | None, typer.Option(
+    help="A TOML file of more recipes (experiments), e.g. benchmarks/experiments.toml; "
+         "--recipe/--methods may then name them.")]
+
+
 @app.command()
 def fit(
     config: Annotated[Path | None, typer.Argument(help="A .toml or .json run config.")] = None,
@@ -96,11 +101,13 @@ def fit(
         help="A method or recipe (tamebias list recipes): the method and its parts; runs "
              "it starts from are trained first (or reused). Default with no config file and "
              "no method set: adda+bn+aug.")] = None,
+    recipe_file: RecipeFile = None,
 ) -> None:
     """Train one run: a method on a source->target pair, with evaluation and checkpoints.
     Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
     from . import api
     from .recipe_fit import choose, fit_recipe
+    from .recipes import load_recipe_file
     from .report.figures import write_run_report
 
     def required(label: str, folder: Path, reused: bool) -> None:
@@ -108,6 +115,8 @@ def fit(
                       f"{folder}")
 
     with user_errors():  # e.g. a missing model.pretrained weights file
+        if recipe_file is not None:
+            load_recipe_file(recipe_file)
         if resume is not None:
             if not RunDir(resume).is_run():
                 raise ConfigError(f"{resume} is not a run directory (no {RunDir.CONFIG})")
@@ -342,11 +351,16 @@ def bench(
     replace_runs: Annotated[bool, typer.Option(
         help="When a run folder holds a run of another config, keep it under a config-hash "
         "name and train the new config in its place (without it the bench stops).")] = False,
+    recipe_file: RecipeFile = None,
 ) -> None:
     """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
     from .bench import rewrite_table, run_bench
+    from .recipes import load_recipe_file
     from .tasks import SUITES
 
+    if recipe_file is not None:
+        with user_errors():
+            load_recipe_file(recipe_file)
     if tables_only:
         with user_errors():
             console.print(f"wrote {rewrite_table(suite, results_dir)}")

@@ -6,12 +6,18 @@ run it starts from with the submodules it loads from that run (``init.weights``)
 --recipe``, ``bench --methods`` and ``sweep --method`` take a recipe name (or a plain method
 name); ``recipe_fit.py`` trains the required runs first (or reuses finished ones), deepest
 first. What the recipes measured is in ``docs/recipes.md``, not here.
+
+Experiments are not registered here: a recipe file (TOML, ``load_recipe_file``; the project's
+own are in ``benchmarks/experiments.toml``) declares them for one process with ``fit
+--recipe-file`` / ``bench --recipe-file``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from .config import ConfigError, read_config_file
 from .methods import METHODS
 from .registry import UnknownNameError
 
@@ -49,7 +55,6 @@ BN_AUG = ("model.norm=bn", "data.augment.source=weak", "data.augment.target=weak
 PIXEL_ONLY = ("method.feature_steps=0",)
 FIXMATCH = ("method.self_training.mode=fixmatch",)
 SOURCE_MODEL = Requirement("source_only+bn+aug", ("classifier",))
-PIXEL_TRANSLATOR = Requirement("cycada_pixel+bn+aug", ("translator", "teacher"))
 PIXEL_BN_AUG = (*PIXEL_ONLY, *BN_AUG, "train.selection=im")
 
 
@@ -101,45 +106,10 @@ RECIPES: dict[str, Recipe] = _recipes(
            summary="DANCE on the source_only run's backbone under a fresh prototype head"),
     Recipe("dance+bn+aug", "dance", BN_AUG, published_as="dance",
            summary="DANCE with batch norm in LeNet and weak views of both domains"),
-    Recipe("dance+rotation", "dance", ("method.rotation_steps=1000",),
-           summary="DANCE on a backbone pretrained by rotation prediction on both domains"),
     # pixel-level: CyCADA
     Recipe("cycada_pixel+bn+aug", "cycada", PIXEL_BN_AUG, (SOURCE_MODEL,),
            published_as="cycada_pixel",
            summary="pixel-only CyCADA with batch norm and weak views, from source_only+bn+aug"),
-    Recipe("cycada_pixel+bn+aug+cycle1", "cycada",
-           (*PIXEL_BN_AUG, "method.translator.cycle_weight=1",
-            "method.translator.target_gan_weight=2"), (SOURCE_MODEL,),
-           published_as="cycada_pixel",
-           summary="cycada_pixel+bn+aug with the authors' digits loss weights (cycle 1, GAN 2)"),
-    Recipe("cycada_pixel+bn+aug+wide", "cycada",
-           (*PIXEL_BN_AUG, "method.translator.width=16", "method.translator.blocks=6"),
-           (SOURCE_MODEL,), published_as="cycada_pixel",
-           summary="cycada_pixel+bn+aug with a larger translator (width 16, 6 blocks)"),
-    Recipe("cycada_pixel+bn+aug+cyclegan", "cycada",
-           (*PIXEL_BN_AUG, "method.translator.width=64", "method.translator.blocks=9",
-            "method.translator.critic_width=64", "method.translator.critic_layers=3"),
-           (SOURCE_MODEL,), published_as="cycada_pixel",
-           summary="cycada_pixel+bn+aug with CycleGAN's own network sizes (a GPU run)"),
-    Recipe("cycada_pixel+bn+aug+tbn", "cycada",
-           (*PIXEL_BN_AUG, "method.teacher_target_stats=true"), (SOURCE_MODEL,),
-           published_as="cycada_pixel",
-           summary="cycada_pixel+bn+aug whose teacher reads target-style images with target "
-           "BN statistics"),
-    Recipe("cycada_pixel+bn+aug+adabn", "cycada",
-           (*PIXEL_ONLY, *BN_AUG, "train.adabn=true", "train.selection=im"),
-           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
-           summary="the task stage again on cycada_pixel+bn+aug's translator, then AdaBN"),
-    Recipe("cycada_pixel+bn+aug+cosine", "cycada",
-           (*PIXEL_ONLY, *BN_AUG, "method.task_optim.schedule=cosine", "train.selection=im"),
-           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
-           summary="the task stage again on cycada_pixel+bn+aug's translator, cosine-annealed"),
-    Recipe("cycada_pixel+bn+strong", "cycada",
-           (*PIXEL_ONLY, "model.norm=bn", "data.augment.source=strong",
-            "data.augment.target=weak", "train.selection=im"),
-           (PIXEL_TRANSLATOR,), published_as="cycada_pixel",
-           summary="the task stage again on cycada_pixel+bn+aug's translator, strong source "
-           "views"),
     Recipe("cycada+bn+aug", "cycada", (*BN_AUG, "train.selection=im"),
            (Requirement("cycada_pixel+bn+aug", ("translator", "teacher", "classifier")),),
            published_as="cycada",
@@ -147,13 +117,62 @@ RECIPES: dict[str, Recipe] = _recipes(
 )
 
 
+# the recipes of the files this process read (load_recipe_file): experiments, not the registry
+FILE_RECIPES: dict[str, Recipe] = {}
+_FILE_KEYS = {"method", "overrides", "requires", "summary", "published_as"}
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Recipe]:
+    """Declare the recipes of a TOML file for this process and return them. Each table
+    ``[recipes."NAME"]`` has ``method``, and optionally ``overrides`` (dotted settings),
+    ``requires = {recipe = "...", modules = ["classifier"]}``, ``summary`` and
+    ``published_as``. A name may not shadow a method or a registered recipe."""
+    path = Path(path)
+    if path.suffix != ".toml" or not path.is_file():
+        raise ConfigError(f"recipe file {path} must be an existing .toml file")
+    try:
+        tables = read_config_file(path).get("recipes")
+    except ValueError as error:  # tomllib.TOMLDecodeError, a bad encoding
+        raise ConfigError(f"recipe file {path} is not valid TOML: {error}") from None
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"recipe file {path} declares no [recipes.\"NAME\"] table")
+    loaded: dict[str, Recipe] = {}
+    for name, table in tables.items():
+        where = f"recipe file {path}, recipe {name!r}"
+        if name in METHODS or name in RECIPES:
+            raise ConfigError(f"{where}: the name is a registered method or recipe already")
+        unknown = set(table) - _FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; use "
+                              f"{sorted(_FILE_KEYS)}")
+        if table.get("method") not in METHODS:
+            raise ConfigError(f"{where}: method {table.get('method')!r} is not one of "
+                              f"{', '.join(METHODS)}")
+        need = table.get("requires")
+        if need is not None and not (isinstance(need, dict) and "recipe" in need):
+            raise ConfigError(f"{where}: requires must be {{ recipe = \"NAME\", modules = "
+                              f"[...] }}, got {need!r}")
+        requires = () if need is None else (
+            Requirement(need["recipe"], tuple(need.get("modules", ("classifier",)))),)
+        loaded[name] = Recipe(name, table["method"], tuple(table.get("overrides", ())),
+                              requires, table.get("summary", ""), table.get("published_as"))
+    FILE_RECIPES.update(loaded)
+    return loaded
+
+
+def declared(name: str) -> Recipe | None:
+    """The recipe declared as ``name`` (registered, or from a recipe file read), else None."""
+    return RECIPES.get(name) or FILE_RECIPES.get(name)
+
+
 def recipe(name: str) -> Recipe:
     """The recipe ``name``: a declared one, or a registered method as it is."""
-    if name in RECIPES:
-        return RECIPES[name]
+    found = declared(name)
+    if found is not None:
+        return found
     if name in METHODS:
         return Recipe(name, name, summary=METHODS[name].description)
-    choices = ", ".join([*METHODS, *RECIPES])
+    choices = ", ".join([*METHODS, *RECIPES, *FILE_RECIPES])
     raise UnknownNameError(f"unknown recipe {name!r}; choose a method or a recipe: {choices}")
 
 
