@@ -96,12 +96,25 @@ def fit(
         help="A method or recipe (tamebias list recipes): the method and its parts; runs "
              "it starts from are trained first (or reused). Default with no config file and "
              "no method set: adda+bn+aug.")] = None,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", help="Train data-parallel on N processes (starts torchrun: one process per "
+        "GPU, or N CPU processes); data.batch_size stays the global batch.")] = 1,
 ) -> None:
     """Train one run: a method on a source->target pair, with evaluation and checkpoints.
     Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
     from . import api
     from .recipe_fit import choose, fit_recipe
     from .report.figures import write_run_report
+    from .training import distributed
+
+    if nproc > 1 and not distributed.launched():  # this command again, under torchrun
+        arguments = [*([str(config)] if config else []),
+                     *(item for value in overrides or [] for item in ("--set", value))]
+        for option, value in (("--data-root", data_root), ("--run-dir", run_dir),
+                              ("--resume", resume), ("--task", task), ("--recipe", recipe)):
+            arguments += [option, str(value)] if value is not None else []
+        with user_errors():
+            raise typer.Exit(distributed.launch(nproc, ["fit", *arguments]))
 
     def required(label: str, folder: Path, reused: bool) -> None:
         console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
@@ -119,6 +132,8 @@ def fit(
             task, recipe = choose(task, recipe, config, overrides or [])
             result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
                                 run_dir=run_dir, on_required=required)
+    if not distributed.is_writer():  # rank 0 reports the data-parallel run
+        return
     write_run_report(result.run_dir)
     console.print(_result_table(f"result: recipe {recipe}" if recipe else "result", [result]))
     _evaluation_notes(result)
