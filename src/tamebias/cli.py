@@ -495,12 +495,30 @@ def sweep(
     score_at: Annotated[str, typer.Option(
         help="pick: judge each run at the evaluation the validator picks within it; last: at "
              "its final evaluation.")] = "pick",
+    workers: Annotated[int, typer.Option(
+        help="Trials trained at once on this machine (worker processes sharing the study).")
+    ] = 1,
+    sampler: Annotated[str, typer.Option(
+        help="grid: every configuration of the grid (or --random N of them); tpe: Optuna's "
+             "TPE proposes --trials configurations from the grid's values.")] = "grid",
+    trials: Annotated[int | None, typer.Option(help="Configurations to try with --sampler "
+                                               "tpe.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="The Optuna study's database URL (default sqlite:///SWEEP_DIR/optuna.db); e.g. "
+             "postgresql://user@host/db for workers on many machines.")] = None,
+    objective: Annotated[str, typer.Option(
+        help="The label-free validator a trial is scored by (TPE's target, pruning): "
+             "source_val, entropy, im, snd or dev.")] = "source_val",
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Stop trials whose objective falls below the median of earlier "
+        "trials at the same evaluation (Optuna MedianPruner).")] = False,
     overrides: Overrides = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Grid or random search over a method's hyperparameters and seeds; every run scored by
-    every unsupervised validator, with the rank correlation to oracle target accuracy and
-    the gap between each validator's pick and the oracle's (target labels: analysis only)."""
+    """Grid, random or TPE search over a method's hyperparameters and seeds, run as an Optuna
+    study (resumable; --workers N at once); every run scored by every unsupervised validator,
+    with the rank correlation to oracle target accuracy and the gap between each validator's
+    pick and the oracle's (target labels: analysis only)."""
     from .sweep import run_sweep
 
     name = (task or "custom") + f"-{method}"
@@ -513,10 +531,12 @@ def sweep(
         console.print(f"{run['run_dir']}: final target accuracy "
                       f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
 
-    with user_errors():
+    with user_errors(ImportError, RuntimeError):
         record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
                            sweep_dir, task, _with_root(overrides, data_root), random_search,
-                           search_seed, results, on_run=show, score_at=score_at)
+                           search_seed, results, on_run=show, score_at=score_at,
+                           workers=workers, sampler=sampler, trials=trials, storage=storage,
+                           objective=objective, prune=prune)
     table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs, "
                         f"scored at {score_at})")
     for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):

@@ -4,6 +4,7 @@ Nothing method-specific lives here; a method says what to update, the loop says 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +29,12 @@ from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, lr_scales, set_learning_rate
 
-__all__ = ["Trainer", "TrainingDiverged"]
+__all__ = ["ON_EVALUATION", "Trainer", "TrainingDiverged"]
+
+# called with every evaluation record of the runs trained in this context (a sweep's pruner,
+# which may stop the run by raising)
+ON_EVALUATION: contextvars.ContextVar[Callable[[EvalRecord], None] | None] = \
+    contextvars.ContextVar("on_evaluation", default=None)
 
 
 def finite_state(module: nn.Module) -> Tensor:
@@ -337,6 +343,9 @@ class Trainer:
             best_score, report.selected = value, record
             if self.selection != "last":
                 checkpoint.save_atomic({"method": self.method.state_dict()}, self.best_path)
+        listener = ON_EVALUATION.get()
+        if listener is not None:
+            listener(record)
         return best_score
 
     def _end_stage(self, index: int, stage: Stage, report: LoopReport,
