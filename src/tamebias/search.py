@@ -64,7 +64,7 @@ def require_optuna() -> Any:
         import optuna
     except ImportError as error:
         raise ImportError("tamebias sweep runs its trials on Optuna, which is not installed: "
-                          "pip install 'tamebias[sweep]' (or pip install optuna)") from error
+                          "pip install optuna (the package's sweep extra)") from error
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
