@@ -357,6 +357,8 @@ def bench(
     replace_runs: Annotated[bool, typer.Option(
         help="When a run folder holds a run of another config, keep it under a config-hash "
         "name and train the new config in its place (without it the bench stops).")] = False,
+    workers: Annotated[int, typer.Option(
+        help="Rows (task x method) trained at once, in worker processes.")] = 1,
 ) -> None:
     """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
     from .bench import rewrite_table, run_bench
@@ -385,7 +387,7 @@ def bench(
     with user_errors():
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
                   _with_root(overrides, data_root), results_dir, runs_dir, on_row=show,
-                  replace_runs=replace_runs)
+                  replace_runs=replace_runs, workers=workers)
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 
 
