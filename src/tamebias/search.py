@@ -28,9 +28,16 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .evaluation.selection import record_score
+
+# train(spec, index, params, cache, report, on_run) -> the trial's runs (sweep.train_trial)
+Train = Callable[..., list[dict[str, Any]]]
+Plan = tuple[list[dict[str, Any]], list[tuple[str, list[Any]]]]  # configurations, grid keys
 
 SAMPLERS = ("grid", "tpe")
 
@@ -159,16 +166,15 @@ def finished_count(study: Any) -> int:
                                                          TrialState.PRUNED)))
 
 
-def work(spec: SweepSpec, storage: str, on_run: Any = None) -> None:
-    """One worker: take trials from the study until the sweep is done."""
+def work(spec: SweepSpec, storage: str, train: Train, plan: Plan, on_run: Any = None) -> None:
+    """One worker: take trials from the study until the sweep is done; ``train`` trains one
+    configuration (every seed), ``plan`` is the grid's configurations and keys."""
     from optuna.trial import TrialState
-
-    from .sweep import sweep_plan, train_trial
 
     optuna = require_optuna()
     database = open_storage(storage)
     study = load_study(spec, database)
-    combos, keys = sweep_plan(spec)
+    combos, keys = plan
     cache: dict[str, Any] = {}
     while True:
         if spec.sampler == "grid":
@@ -193,8 +199,6 @@ def work(spec: SweepSpec, storage: str, on_run: Any = None) -> None:
         trial.set_user_attr("params", params)
 
         def report(position: int, record: dict[str, Any], trial: Any = trial) -> None:
-            from .evaluation.selection import record_score
-
             value = record_score(record, spec.objective)
             if value is None:
                 return
@@ -203,7 +207,7 @@ def work(spec: SweepSpec, storage: str, on_run: Any = None) -> None:
                 raise optuna.TrialPruned(f"pruned at step {record['global_step']}")
 
         try:
-            runs = train_trial(spec, index, params, cache, report, on_run)
+            runs = train(spec, index, params, cache, report, on_run)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
             continue
@@ -216,18 +220,18 @@ def work(spec: SweepSpec, storage: str, on_run: Any = None) -> None:
         study.tell(trial, sum(scores) / len(scores) if scores else -math.inf)
 
 
-def _work_quietly(spec: SweepSpec, storage: str) -> None:
+def _work_quietly(spec: SweepSpec, storage: str, train: Train, plan: Plan) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    work(spec, storage)
+    work(spec, storage, train, plan)
 
 
-def optimize(spec: SweepSpec, storage: str | None = None, workers: int = 1,
-             on_run: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run (or resume) the sweep's study with ``workers`` processes; returns the runs of its
-    finished trials in configuration order (seeds in order) and a description of the study."""
+def optimize(spec: SweepSpec, train: Train, plan: Plan, storage: str | None = None,
+             workers: int = 1, on_run: Any = None
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run (or resume) the sweep's study with ``workers`` processes (``train`` must be a
+    module-level function: workers are spawned); returns the runs of its finished trials in
+    configuration order (seeds in order) and a description of the study."""
     from optuna.trial import TrialState
-
-    from .sweep import sweep_plan
 
     if spec.sampler not in SAMPLERS:
         raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {spec.sampler!r}")
@@ -240,16 +244,15 @@ def optimize(spec: SweepSpec, storage: str | None = None, workers: int = 1,
     database = open_storage(storage)
     study = load_study(spec, database)
     recover(study, database)
-    combos, _ = sweep_plan(spec)
     if spec.sampler == "grid":
-        enqueue_grid(study, len(combos))
+        enqueue_grid(study, len(plan[0]))
     if workers == 1:
-        work(spec, storage, on_run)
+        work(spec, storage, train, plan, on_run)
     else:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_work_quietly, args=(spec, storage))
+        processes = [context.Process(target=_work_quietly, args=(spec, storage, train, plan))
                      for _ in range(workers)]
         for process in processes:
             process.start()

@@ -33,6 +33,7 @@ from .recipes import recipe_overrides
 from .records import EvalRecord
 from .registry import lookup
 from .rundir import SWEEP_FILE, RunBusyError, write_json_atomic, write_text_atomic
+from .search import SweepSpec, optimize
 from .tasks import TASKS
 from .training.trainer import ON_EVALUATION, TrainingDiverged
 
@@ -260,8 +261,6 @@ def run_sweep(
     score_at). ``method`` is a method or a recipe; the runs a recipe starts from are trained
     first (or reused) in ``SWEEP_DIR/requires/RECIPE/seedSEED`` with the sweep's settings,
     not the grid's."""
-    from .search import SweepSpec, optimize
-
     if objective not in VALIDATORS:
         raise ConfigError(f"--objective must be a label-free validator: "
                           f"{', '.join(VALIDATORS)}; got {objective!r}")
@@ -270,7 +269,7 @@ def run_sweep(
                      list(overrides or []), sample, search_seed, score_at, sampler, trials,
                      objective, prune)
     parsed = parse_grid(grid)
-    runs, study = optimize(spec, storage, workers, on_run)
+    runs, study = optimize(spec, train_trial, sweep_plan(spec), storage, workers, on_run)
     task_name = task or _pair_name(spec)
     finished = [run for run in runs if "diverged" not in run]
     if not finished:
