@@ -533,7 +533,9 @@ def sweep(
         console.print(f"{run['run_dir']}: final target accuracy "
                       f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
 
-    with user_errors(ImportError, RuntimeError):
+    from .search import WorkerError
+
+    with user_errors(ImportError, WorkerError):
         record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
                            sweep_dir, task, _with_root(overrides, data_root), random_search,
                            search_seed, results, on_run=show, score_at=score_at,

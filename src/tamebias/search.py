@@ -42,6 +42,10 @@ Plan = tuple[list[dict[str, Any]], list[tuple[str, list[Any]]]]  # configuration
 SAMPLERS = ("grid", "tpe")
 
 
+class WorkerError(RuntimeError):
+    """A sweep worker process stopped with an error (its traceback is on stderr)."""
+
+
 @dataclass
 class SweepSpec:
     """What a sweep trains: everything a worker process needs (picklable)."""
@@ -265,7 +269,7 @@ def optimize(spec: SweepSpec, train: Train, plan: Plan, storage: str | None = No
                     process.terminate()
         failed = [process.exitcode for process in processes if process.exitcode]
         if failed:
-            raise RuntimeError(f"{len(failed)} of {workers} sweep workers stopped with an "
+            raise WorkerError(f"{len(failed)} of {workers} sweep workers stopped with an "
                                "error (see above); run the sweep again to resume it")
         study = load_study(spec, storage)
     trials = study.get_trials(deepcopy=False)
