@@ -208,6 +208,8 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         folder.write_json(RunDir.PROTOCOL, data.protocol)
         write_lineage(run_dir, lineage)
     if group is not None:
+        if group.writer and checkpoint.exists(folder.checkpoint):  # damaged files set aside
+            checkpoint.load_latest(folder.checkpoint, repair=True)  # before any rank reads
         group.barrier()  # the folder is ready: every rank reads the same checkpoint
 
     if config.init.weights and not checkpoint.exists(folder.checkpoint):

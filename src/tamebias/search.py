@@ -224,9 +224,19 @@ def work(spec: SweepSpec, storage: str, train: Train, plan: Plan, on_run: Any = 
         study.tell(trial, sum(scores) / len(scores) if scores else -math.inf)
 
 
+def _announce(run: dict[str, Any]) -> None:
+    """A worker process's line per finished run."""
+    if "diverged" in run:
+        print(f"{run['run_dir']}: diverged, left out of the scores", flush=True)
+    else:
+        accuracy = run["final_target_accuracy"]
+        shown = "n/a" if accuracy is None else f"{100 * accuracy:.2f}%"
+        print(f"{run['run_dir']}: final target accuracy {shown} (analysis)", flush=True)
+
+
 def _work_quietly(spec: SweepSpec, storage: str, train: Train, plan: Plan) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    work(spec, storage, train, plan)
+    work(spec, storage, train, plan, _announce)
 
 
 def optimize(spec: SweepSpec, train: Train, plan: Plan, storage: str | None = None,
