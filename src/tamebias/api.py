@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ from .models.classifier import build_classifier
 from .models.norm import adapt_batchnorm, use_domain
 from .records import RunResult
 from .rundir import RunDir, confined, hold_run, read_json, remove_leftovers
-from .training import checkpoint
+from .training import checkpoint, distributed
 from .training.tensorboard import TensorBoardLines
 from .training.trainer import Trainer
 
@@ -158,6 +159,7 @@ def fit(
     An existing ``run_dir`` with a checkpoint resumes where it stopped, using the config saved
     there; the result equals that of an uninterrupted run with the same seed."""
     wall_start = time.perf_counter()
+    group = distributed.current()  # under torchrun: this rank of a data-parallel run
     saved = RunDir(run_dir).config if run_dir is not None else None
     if config is None and saved is not None and saved.exists():
         config = load_config(saved, overrides)  # resume with the run's own config
@@ -166,6 +168,8 @@ def fit(
     if run_dir is not None:
         check_same_run(run_dir, config)
     run_dir = Path(run_dir) if run_dir is not None else make_run_dir(config)
+    if group is not None:
+        run_dir = group.agree(run_dir)  # a folder named by the clock: rank 0's name
     method_class = METHODS[config.method.name]
     selection = method_class.selection or config.train.selection
     lineage = lineage_for(config.to_dict(), run_dir)  # its parent runs, before any data
@@ -173,8 +177,10 @@ def fit(
     if selection == "target_oracle" and data.target_test is None:
         raise ConfigError("train.selection=target_oracle needs a labeled target test set; "
                           "this target has none (see data.target_test)")
-    with hold_run(run_dir):  # one training process per run folder
-        return _train(config, run_dir, data, method, device, selection, lineage, wall_start)
+    # one training process per run folder (in a data-parallel run: rank 0 holds it)
+    with hold_run(run_dir) if distributed.is_writer() else contextlib.nullcontext():
+        return _train(config, run_dir, data, method, device, selection, lineage, wall_start,
+                      group)
 
 
 def check_same_run(run_dir: str | Path, config: RunConfig) -> None:
@@ -191,14 +197,20 @@ def check_same_run(run_dir: str | Path, config: RunConfig) -> None:
 
 def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
            device: torch.device, selection: str, lineage: dict[str, Any],
-           wall_start: float) -> RunResult:
-    """The body of :func:`fit`, run while holding the run folder's lock."""
-    check_same_run(run_dir, config)  # again: no other process can write here now
-    remove_leftovers(run_dir)  # temporary files of a killed writer
+           wall_start: float, group: distributed.Distributed | None = None) -> RunResult:
+    """The body of :func:`fit`, run while holding the run folder's lock (in a data-parallel
+    ``group`` rank 0 writes every file; the others train, then return rank 0's result)."""
     folder = RunDir(run_dir)
-    config.save(folder.config)
-    folder.write_json(RunDir.PROTOCOL, data.protocol)
-    write_lineage(run_dir, lineage)
+    if group is None or group.writer:
+        check_same_run(run_dir, config)  # again: no other process can write here now
+        remove_leftovers(run_dir)  # temporary files of a killed writer
+        config.save(folder.config)
+        folder.write_json(RunDir.PROTOCOL, data.protocol)
+        write_lineage(run_dir, lineage)
+    if group is not None:
+        if group.writer and checkpoint.exists(folder.checkpoint):  # damaged files set aside
+            checkpoint.load_latest(folder.checkpoint, repair=True)  # before any rank reads
+        group.barrier()  # the folder is ready: every rank reads the same checkpoint
 
     if config.init.weights and not checkpoint.exists(folder.checkpoint):
         initialize(method, config.init.weights)  # a new run: resume reads its checkpoint
@@ -207,7 +219,13 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
                       rejection=rejection_rule(config, method, data.protocol))
     if config.train.tensorboard:
         trainer.metrics_log = TensorBoardLines(trainer.metrics_log, folder.tensorboard)
+    if group is not None:
+        group.attach(trainer)
     report = trainer.run()
+    if group is not None:
+        group.detach(trainer, report)
+        if not group.writer:
+            return group.share(None)  # rank 0 evaluates and writes the run's result
     final_accuracy = report.history[-1]["target_accuracy"] if report.history else None
     if config.train.adabn:  # the `last` rule's model gets AdaBN too, like the selected one
         adapt_to_target(method, data.target_train.images, device)
@@ -252,7 +270,7 @@ def _train(config: RunConfig, run_dir: Path, data: DomainData, method: Method,
         target_predictions=predictions,
     )
     result.save()
-    return result
+    return group.share(result) if group is not None else result
 
 
 def _float_batches(images: torch.Tensor, device: torch.device, batch_size: int = 500):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,11 @@ from .evaluation.openset import METRICS as OPEN_SET_METRICS
 from .evaluation.selection import rule_accuracies
 from .methods import METHODS
 from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_required
-from .recipes import declared, recipe, recipe_overrides
+from .recipes import declare, declared, file_recipes, recipe, recipe_overrides
 from .registry import lookup
 from .rundir import (
     LOCK_FILE,
+    RunBusyError,
     RunDir,
     fsync_folder,
     hold_run,
@@ -351,62 +353,101 @@ def run_bench(
     overrides: list[str] | None = None, results_dir: str | Path = "benchmarks/results",
     runs_dir: str | Path = "runs/bench",
     on_row: Callable[[dict[str, Any]], None] | None = None, replace_runs: bool = False,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every task x method x seed, write rows as each task x method finishes. A run folder
     holding a run of another config is never deleted: the bench stops, or with
-    ``replace_runs`` moves it aside (:func:`keep_earlier_run`)."""
+    ``replace_runs`` moves it aside (:func:`keep_earlier_run`). ``workers`` > 1 trains that
+    many rows at once in worker processes (a run two rows start from is trained once: the
+    second waits for it and reuses it)."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = results_dir / f"{suite}.json"
-    rows = []
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
     for task_name in tasks:
-        task = lookup(TASKS, task_name, "task")
-        data = None
-        for label in methods:
-            chosen = recipe(label)
-            variant_overrides = [*chosen.overrides, *(
-                f"init.weights=<{need.recipe} run>:{','.join(need.modules)}"
-                for need in chosen.requires)]
-            results = []
-            for seed in seeds:
-                # your overrides may name {task}, {seed}, {suite} and {runs}, e.g. a run of
-                # another row as init.weights
-                fields = {"task": task_name, "seed": seed, "suite": suite,
-                          "runs": str(runs_dir)}
+        lookup(TASKS, task_name, "task")  # an unknown name fails before any training
+    jobs = [(suite, task_name, label, seeds, overrides, str(results_dir), str(runs_dir),
+             replace_runs, workers > 1) for task_name in tasks for label in methods]
+    _DATA.clear()
+    rows = []
 
-                settings = [o.format(**fields) for o in overrides or []]
+    def finish(row: dict[str, Any]) -> None:
+        rows.append(row)
+        json_path = results_dir / f"{suite}.json"
+        with locked(results_dir / f".{suite}.lock"):  # several bench processes may share
+            merged = merge_rows(json_path, [row])
+            write_json_atomic(json_path, {"suite": suite, "rows": merged})
+            write_text_atomic(results_dir / f"{suite}.md", markdown_table(suite, merged))
+        if on_row:
+            on_row(row)
 
-                def config_of(name: str, places: dict[str, Path], seed: int = seed,
-                              settings: list[str] = settings, task: Any = task,
-                              label: str = label) -> RunConfig:
-                    return load_config(None, [
-                        *task.overrides(), f"train.seed={seed}", "train.progress=false",
-                        *recipe_overrides(name, places),
-                        *(settings if name == label else settings_for(name, settings)),
-                    ])
+    if workers == 1:
+        for job in jobs:
+            finish(bench_row(*job))
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-                def folder_of(name: str, seed: int = seed, task_name: str = task_name) -> Path:
-                    return Path(runs_dir) / suite / task_name / name / f"seed{seed}"
+    # workers are spawned: they get the recipes this process read from a file
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=declare, initargs=(file_recipes(),)) as pool:
+        for future in as_completed([pool.submit(bench_row, *job) for job in jobs]):
+            finish(future.result())
+    return rows
 
-                def keep(run_dir: Path, config: RunConfig) -> None:
-                    keep_earlier_run(run_dir, config.to_dict(), replace_runs, results_dir,
-                                     suite)
 
-                places = {name: folder_of(name) for name in required_runs(label, settings)}
-                config = config_of(label, places)
-                if data is None:
-                    data = prepare_data(config.data)  # decoded once per task
+_DATA: dict[str, Any] = {}  # the last task's decoded data, kept for its next rows
+
+
+def bench_row(suite: str, task_name: str, label: str, seeds: list[int],
+              overrides: list[str] | None, results_dir: str, runs_dir: str,
+              replace_runs: bool, wait: bool = False) -> dict[str, Any]:
+    """Train (or reuse) the runs of one task x method, one per seed; return its row. With
+    ``wait``, a run folder another worker trains in is waited for, then reused."""
+    task = lookup(TASKS, task_name, "task")
+    chosen = recipe(label)
+    variant_overrides = [*chosen.overrides, *(
+        f"init.weights=<{need.recipe} run>:{','.join(need.modules)}"
+        for need in chosen.requires)]
+    results = []
+    for seed in seeds:
+        # your overrides may name {task}, {seed}, {suite} and {runs}, e.g. a run of
+        # another row as init.weights
+        fields = {"task": task_name, "seed": seed, "suite": suite, "runs": str(runs_dir)}
+
+        settings = [o.format(**fields) for o in overrides or []]
+
+        def config_of(name: str, places: dict[str, Path], seed: int = seed,
+                      settings: list[str] = settings) -> RunConfig:
+            return load_config(None, [
+                *task.overrides(), f"train.seed={seed}", "train.progress=false",
+                *recipe_overrides(name, places),
+                *(settings if name == label else settings_for(name, settings)),
+            ])
+
+        def folder_of(name: str, seed: int = seed) -> Path:
+            return Path(runs_dir) / suite / task_name / name / f"seed{seed}"
+
+        def keep(run_dir: Path, config: RunConfig) -> None:
+            keep_earlier_run(run_dir, config.to_dict(), replace_runs, Path(results_dir),
+                             suite)
+
+        places = {name: folder_of(name) for name in required_runs(label, settings)}
+        config = config_of(label, places)
+        if task_name not in _DATA:
+            _DATA.clear()
+            _DATA[task_name] = prepare_data(config.data)  # decoded once per task
+        data = _DATA[task_name]
+        while True:  # another worker trains a run this row needs: wait, then reuse it
+            try:
                 train_required(list(places), config_of, folder_of, data, config, keep)
                 results.append(fit_or_reuse(config, folder_of(label), data, keep)[0])
-            row = row_from_runs(task_name, results, label, variant_overrides)
-            rows.append(row)
-            with locked(results_dir / f".{suite}.lock"):  # several bench processes may share
-                merged = merge_rows(json_path, [row])
-                write_json_atomic(json_path, {"suite": suite, "rows": merged})
-                write_text_atomic(results_dir / f"{suite}.md", markdown_table(suite, merged))
-            if on_row:
-                on_row(row)
-    return rows
+                break
+            except RunBusyError:
+                if not wait:
+                    raise
+                time.sleep(2.0)
+    return row_from_runs(task_name, results, label, variant_overrides)
 
 
 def config_changes(earlier: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:

@@ -102,6 +102,9 @@ def fit(
              "it starts from are trained first (or reused). Default with no config file and "
              "no method set: adda+bn+aug.")] = None,
     recipe_file: RecipeFile = None,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", help="Train data-parallel on N processes (starts torchrun: one process per "
+        "GPU, or N CPU processes); data.batch_size stays the global batch.")] = 1,
 ) -> None:
     """Train one run: a method on a source->target pair, with evaluation and checkpoints.
     Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
@@ -109,6 +112,17 @@ def fit(
     from .recipe_fit import choose, fit_recipe
     from .recipes import load_recipe_file
     from .report.figures import write_run_report
+    from .training import distributed
+
+    if nproc > 1 and not distributed.launched():  # this command again, under torchrun
+        arguments = [*([str(config)] if config else []),
+                     *(item for value in overrides or [] for item in ("--set", value))]
+        for option, value in (("--data-root", data_root), ("--run-dir", run_dir),
+                              ("--resume", resume), ("--task", task), ("--recipe", recipe),
+                              ("--recipe-file", recipe_file)):
+            arguments += [option, str(value)] if value is not None else []
+        with user_errors():
+            raise typer.Exit(distributed.launch(nproc, ["fit", *arguments]))
 
     def required(label: str, folder: Path, reused: bool) -> None:
         console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
@@ -128,6 +142,8 @@ def fit(
             task, recipe = choose(task, recipe, config, overrides or [])
             result = fit_recipe(task, recipe, config, _with_root(overrides, data_root),
                                 run_dir=run_dir, on_required=required)
+    if not distributed.is_writer():  # rank 0 reports the data-parallel run
+        return
     write_run_report(result.run_dir)
     console.print(_result_table(f"result: recipe {recipe}" if recipe else "result", [result]))
     _evaluation_notes(result)
@@ -352,6 +368,8 @@ def bench(
         help="When a run folder holds a run of another config, keep it under a config-hash "
         "name and train the new config in its place (without it the bench stops).")] = False,
     recipe_file: RecipeFile = None,
+    workers: Annotated[int, typer.Option(
+        help="Rows (task x method) trained at once, in worker processes.")] = 1,
 ) -> None:
     """Run tasks x methods x seeds and write benchmarks/results/<suite>.json and .md."""
     from .bench import rewrite_table, run_bench
@@ -384,7 +402,7 @@ def bench(
     with user_errors():
         run_bench(suite, task_names, methods.split(","), [int(s) for s in seeds.split(",")],
                   _with_root(overrides, data_root), results_dir, runs_dir, on_row=show,
-                  replace_runs=replace_runs)
+                  replace_runs=replace_runs, workers=workers)
     console.print(f"wrote {results_dir / (suite + '.json')} and {results_dir / (suite + '.md')}")
 
 
@@ -494,12 +512,30 @@ def sweep(
     score_at: Annotated[str, typer.Option(
         help="pick: judge each run at the evaluation the validator picks within it; last: at "
              "its final evaluation.")] = "pick",
+    workers: Annotated[int, typer.Option(
+        help="Trials trained at once on this machine (worker processes sharing the study).")
+    ] = 1,
+    sampler: Annotated[str, typer.Option(
+        help="grid: every configuration of the grid (or --random N of them); tpe: Optuna's "
+             "TPE proposes --trials configurations from the grid's values.")] = "grid",
+    trials: Annotated[int | None, typer.Option(help="Configurations to try with --sampler "
+                                               "tpe.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="The Optuna study's database URL (default sqlite:///SWEEP_DIR/optuna.db); e.g. "
+             "postgresql://user@host/db for workers on many machines.")] = None,
+    objective: Annotated[str, typer.Option(
+        help="The label-free validator a trial is scored by (TPE's target, pruning): "
+             "source_val, entropy, im, snd or dev.")] = "source_val",
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Stop trials whose objective falls below the median of earlier "
+        "trials at the same evaluation (Optuna MedianPruner).")] = False,
     overrides: Overrides = None,
     data_root: DataRoot = None,
 ) -> None:
-    """Grid or random search over a method's hyperparameters and seeds; every run scored by
-    every unsupervised validator, with the rank correlation to oracle target accuracy and
-    the gap between each validator's pick and the oracle's (target labels: analysis only)."""
+    """Grid, random or TPE search over a method's hyperparameters and seeds, run as an Optuna
+    study (resumable; --workers N at once); every run scored by every unsupervised validator,
+    with the rank correlation to oracle target accuracy and the gap between each validator's
+    pick and the oracle's (target labels: analysis only)."""
     from .sweep import run_sweep
 
     name = (task or "custom") + f"-{method}"
@@ -512,10 +548,14 @@ def sweep(
         console.print(f"{run['run_dir']}: final target accuracy "
                       f"{100 * (run['final_target_accuracy'] or 0):.2f}% (analysis)")
 
-    with user_errors():
+    from .search import WorkerError
+
+    with user_errors(ImportError, WorkerError):
         record = run_sweep(method, list(grid or []), [int(s) for s in seeds.split(",")],
                            sweep_dir, task, _with_root(overrides, data_root), random_search,
-                           search_seed, results, on_run=show, score_at=score_at)
+                           search_seed, results, on_run=show, score_at=score_at,
+                           workers=workers, sampler=sampler, trials=trials, storage=storage,
+                           objective=objective, prune=prune)
     table = Table(title=f"validators on {record['task']} / {method} ({len(record['runs'])} runs, "
                         f"scored at {score_at})")
     for column in ("validator", "rank corr.", "picked %", "oracle-best %", "gap (points)"):

@@ -156,8 +156,18 @@ def load_recipe_file(path: str | Path) -> dict[str, Recipe]:
             Requirement(need["recipe"], tuple(need.get("modules", ("classifier",)))),)
         loaded[name] = Recipe(name, table["method"], tuple(table.get("overrides", ())),
                               requires, table.get("summary", ""), table.get("published_as"))
-    FILE_RECIPES.update(loaded)
+    declare(loaded)
     return loaded
+
+
+def declare(recipes: dict[str, Recipe]) -> None:
+    """Declare recipes read from a file for this process (a bench worker gets its parent's)."""
+    FILE_RECIPES.update(recipes)
+
+
+def file_recipes() -> dict[str, Recipe]:
+    """The recipes this process read from files (a copy)."""
+    return dict(FILE_RECIPES)
 
 
 def declared(name: str) -> Recipe | None:

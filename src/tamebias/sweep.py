@@ -16,6 +16,7 @@ import itertools
 import json
 import random
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ from .recipe_fit import fit_or_reuse, required_runs, settings_for, train_require
 from .recipes import recipe_overrides
 from .records import EvalRecord
 from .registry import lookup
-from .rundir import SWEEP_FILE, write_json_atomic, write_text_atomic
+from .rundir import SWEEP_FILE, RunBusyError, write_json_atomic, write_text_atomic
+from .search import SweepSpec, optimize
 from .tasks import TASKS
-from .training.trainer import TrainingDiverged
+from .training.trainer import ON_EVALUATION, TrainingDiverged
 
 
 def parse_grid(specs: list[str]) -> list[tuple[str, list[Any]]]:
@@ -167,71 +169,126 @@ def _keep(run_dir: Path, config: RunConfig) -> None:
     keep_earlier_run(run_dir, config.to_dict(), replace_runs=True)
 
 
+def sweep_plan(spec: Any) -> tuple[list[dict[str, Any]], list[tuple[str, list[Any]]]]:
+    """The configurations a grid sweep trains (in order) and the grid's keys and values."""
+    parsed = parse_grid(spec.grid)
+    return configurations(parsed, spec.sample, spec.search_seed), parsed
+
+
+def _config_maker(spec: Any, seed: int) -> Callable[..., RunConfig]:
+    base = lookup(TASKS, spec.task, "task").overrides() if spec.task is not None else []
+
+    def config_of(name: str, places: dict[str, Path], params: dict[str, Any] | None = None
+                  ) -> RunConfig:
+        mine = name == spec.method
+        return load_config(None, [
+            *base, *recipe_overrides(name, places), f"train.seed={seed}",
+            "train.progress=false",
+            *(spec.overrides if mine else settings_for(name, spec.overrides)),
+            *(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())])
+
+    return config_of
+
+
+def train_trial(spec: Any, index: int, params: dict[str, Any], cache: dict[str, Any],
+                report: Callable[[int, EvalRecord], None] | None = None,
+                on_run: Callable[[dict[str, Any]], None] | None = None,
+                ) -> list[dict[str, Any]]:
+    """Train (or reuse) configuration ``index`` (``params``) once per seed into
+    ``SWEEP_DIR/NN-PARAMS-seedS``; ``report(position, record)`` hears every evaluation (a
+    pruner may stop the trial there). ``cache`` keeps the decoded data between trials."""
+    sweep_dir = Path(spec.sweep_dir)
+    runs = []
+    for position, seed in enumerate(spec.seeds):
+        config_of = _config_maker(spec, seed)
+        # the runs a recipe starts from take the sweep's settings, not the grid's
+        # (the grid searches the recipe's own hyperparameters): one per seed
+        places = {name: sweep_dir / "requires" / name / f"seed{seed}"
+                  for name in required_runs(spec.method, spec.overrides)}
+        config = config_of(spec.method, places, params)
+        if "data" not in cache:
+            cache["data"] = prepare_data(config.data)  # decoded once per process
+        data = cache["data"]
+        run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
+        listener = (lambda record, position=position: report(position, record)) \
+            if report is not None else None
+        token = ON_EVALUATION.set(listener)
+        try:
+            train_required(list(places), config_of, places.__getitem__, data, config,
+                           _keep)
+            result = _fit_waiting(config, run_dir, data)
+        except TrainingDiverged as error:  # a bad configuration is a result, not a crash
+            run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                   "diverged": str(error), "history": [], "steps": 0,
+                   "final_target_accuracy": None, "score": None}
+        else:
+            chosen = chosen_record(result.history, spec.objective, spec.score_at)
+            run = {"run_dir": str(run_dir), "params": params, "seed": seed,
+                   "history": result.history, "steps": result.steps,
+                   "final_target_accuracy": result.final_target_accuracy,
+                   "score": record_score(chosen, spec.objective) if chosen else None}
+        finally:
+            ON_EVALUATION.reset(token)
+        runs.append(run)
+        if on_run:
+            on_run(run)
+    return runs
+
+
+def _fit_waiting(config: RunConfig, run_dir: Path, data: Any) -> Any:
+    """``fit_or_reuse``; while another worker trains the same run folder (a configuration
+    taken twice), wait for it and reuse its result."""
+    while True:
+        try:
+            return fit_or_reuse(config, run_dir, data, _keep)[0]
+        except RunBusyError:
+            time.sleep(2.0)
+
+
 def run_sweep(
     method: str, grid: list[str], seeds: list[int], sweep_dir: str | Path,
     task: str | None = None, overrides: list[str] | None = None, sample: int | None = None,
     search_seed: int = 0, results: str | Path | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None, score_at: str = "pick",
+    workers: int = 1, sampler: str = "grid", trials: int | None = None,
+    storage: str | None = None, objective: str = "source_val", prune: bool = False,
 ) -> dict[str, Any]:
-    """Train every configuration x seed (finished runs of the same config are reused; a run
-    that diverges is recorded with ``diverged`` and left out of the scores), score them with
-    every validator, write ``SWEEP_DIR/sweep.json`` and the rows to ``results``
-    (default ``SWEEP_DIR/validators.json``; merged by task, method, validator, score_at).
-    ``method`` is a method or a recipe; the runs a recipe starts from are trained first (or
-    reused) in ``SWEEP_DIR/requires/RECIPE/seedSEED`` with the sweep's settings, not the grid's."""
+    """Train every configuration x seed through an Optuna study (``search.py``: grid or TPE,
+    ``workers`` processes, resumable from ``storage``; finished runs of the same config are
+    reused; a run that diverges is recorded with ``diverged`` and left out of the scores),
+    score them with every validator, write ``SWEEP_DIR/sweep.json`` and the rows to
+    ``results`` (default ``SWEEP_DIR/validators.json``; merged by task, method, validator,
+    score_at). ``method`` is a method or a recipe; the runs a recipe starts from are trained
+    first (or reused) in ``SWEEP_DIR/requires/RECIPE/seedSEED`` with the sweep's settings,
+    not the grid's."""
+    if objective not in VALIDATORS:
+        raise ConfigError(f"--objective must be a label-free validator: "
+                          f"{', '.join(VALIDATORS)}; got {objective!r}")
     sweep_dir = Path(sweep_dir)
+    spec = SweepSpec(method, list(grid), list(seeds), str(sweep_dir), task,
+                     list(overrides or []), sample, search_seed, score_at, sampler, trials,
+                     objective, prune)
     parsed = parse_grid(grid)
-    combos = configurations(parsed, sample, search_seed)
-    base = []
-    if task is not None:
-        base = lookup(TASKS, task, "task").overrides()
-    data, runs, settings = None, [], list(overrides or [])
-    for index, params in enumerate(combos):
-        for seed in seeds:
-            def config_of(name: str, places: dict[str, Path], seed: int = seed,
-                          params: dict[str, Any] | None = None) -> RunConfig:
-                mine = name == method
-                return load_config(None, [
-                    *base, *recipe_overrides(name, places), f"train.seed={seed}",
-                    "train.progress=false",
-                    *(settings if mine else settings_for(name, settings)),
-                    *(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())])
-
-            # the runs a recipe starts from take the sweep's settings, not the grid's
-            # (the grid searches the recipe's own hyperparameters): one per seed
-            places = {name: sweep_dir / "requires" / name / f"seed{seed}"
-                      for name in required_runs(method, settings)}
-            config = config_of(method, places, params=params)
-            if data is None:
-                data = prepare_data(config.data)  # decoded once for the whole sweep
-            run_dir = sweep_dir / f"{index:02d}-{_slug(params)}-seed{seed}"
-            try:
-                train_required(list(places), config_of, places.__getitem__, data, config,
-                               _keep)
-                result = fit_or_reuse(config, run_dir, data, _keep)[0]
-            except TrainingDiverged as error:  # a bad configuration is a result, not a crash
-                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
-                       "diverged": str(error), "history": [], "steps": 0,
-                       "final_target_accuracy": None}
-            else:
-                run = {"run_dir": str(run_dir), "params": params, "seed": seed,
-                       "history": result.history, "steps": result.steps,
-                       "final_target_accuracy": result.final_target_accuracy}
-            runs.append(run)
-            if on_run:
-                on_run(run)
-    task_name = task or f"{config.data.source}->{config.data.target}"
+    runs, study = optimize(spec, train_trial, sweep_plan(spec), storage, workers, on_run)
+    task_name = task or _pair_name(spec)
     finished = [run for run in runs if "diverged" not in run]
     if not finished:
-        raise TrainingDiverged(f"every run of the sweep diverged; see {sweep_dir}")
+        raise TrainingDiverged(f"every run of the sweep diverged or was pruned; see {sweep_dir}")
+    search = (f"random {sample} of the grid (seed {search_seed})" if sample else "full grid") \
+        if sampler == "grid" else f"tpe {trials} trials (seed {search_seed})"
     rows = [{"task": task_name, "method": method, **row, "steps": finished[0]["steps"],
              "diverged_runs": len(runs) - len(finished),
-             "seeds": seeds, "grid": {k: v for k, v in parsed}, "search":
-             f"random {sample} of the grid (seed {search_seed})" if sample else "full grid",
+             "seeds": seeds, "grid": {k: v for k, v in parsed}, "search": search,
              "tamebias_version": __version__} for row in score_runs(finished, score_at=score_at)]
     record = {"task": task_name, "method": method, "grid": {k: v for k, v in parsed},
-              "seeds": seeds, "runs": runs, "rows": rows}
+              "seeds": seeds, "runs": runs, "rows": rows, "study": study}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep_dir / SWEEP_FILE, record)
     write_results(Path(results) if results else sweep_dir / "validators.json", rows)
     return record
+
+
+def _pair_name(spec: Any) -> str:
+    config = _config_maker(spec, spec.seeds[0])(spec.method, {
+        name: Path(spec.sweep_dir) for name in required_runs(spec.method, spec.overrides)})
+    return f"{config.data.source}->{config.data.target}"

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..rundir import RunFileError, fsync_folder, warn, write_atomic
+from .distributed import is_writer
 
 
 class CheckpointError(RunFileError):
@@ -19,6 +20,8 @@ class CheckpointError(RunFileError):
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
+    if not is_writer():  # a data-parallel run: rank 0 alone writes its files
+        return
     write_atomic(path, lambda stream: torch.save(payload, stream), binary=True)
 
 
@@ -31,6 +34,8 @@ def previous(path: str | Path) -> Path:
 def save_generation(payload: dict[str, Any], path: str | Path) -> None:
     """Write ``path`` atomically, keeping the checkpoint it replaces as :func:`previous`. A
     process killed at any point leaves at least one complete generation."""
+    if not is_writer():
+        return
     path = Path(path)
     save_atomic(payload, path.with_name(path.name + ".next"))
     if path.exists():
@@ -69,6 +74,7 @@ def load_latest(path: str | Path, device: str | torch.device = "cpu", repair: bo
     ``repair`` (the trainer, holding the run's lock) an unusable newer file is renamed
     ``*.damaged`` so the next checkpoint does not rotate it over the good older one."""
     path = Path(path)
+    repair = repair and is_writer()
     pending = path.with_name(path.name + ".next")  # killed between the two renames
     candidates = [p for p in (pending, path, previous(path)) if p.exists()]
     if not candidates:

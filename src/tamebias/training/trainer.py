@@ -4,6 +4,7 @@ Nothing method-specific lives here; a method says what to update, the loop says 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +29,12 @@ from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, lr_scales, set_learning_rate
 
-__all__ = ["Trainer", "TrainingDiverged"]
+__all__ = ["ON_EVALUATION", "Trainer", "TrainingDiverged"]
+
+# called with every evaluation record of the runs trained in this context (a sweep's pruner,
+# which may stop the run by raising)
+ON_EVALUATION: contextvars.ContextVar[Callable[[EvalRecord], None] | None] = \
+    contextvars.ContextVar("on_evaluation", default=None)
 
 
 def finite_state(module: nn.Module) -> Tensor:
@@ -40,6 +46,8 @@ def finite_state(module: nn.Module) -> Tensor:
 
 class Context:
     """The ``StepContext`` the loop hands each step."""
+
+    distributed: Any = None  # a data-parallel run's hooks (training/distributed.py)
 
     def __init__(
         self, optimizers: dict[str, torch.optim.Optimizer], configs: dict[str, OptimConfig],
@@ -71,6 +79,8 @@ class Context:
         chosen = self.optimizers[optimizer]
         chosen.zero_grad(set_to_none=True)
         loss.backward()
+        if self.distributed is not None:  # data parallel: the ranks' gradients averaged
+            self.distributed.reduce_gradients(self, optimizer)
         clip = self.configs[optimizer].clip_grad_norm
         if clip:
             torch.nn.utils.clip_grad_norm_(self.parameters[optimizer], clip)
@@ -122,6 +132,13 @@ class Trainer:
         self.started = time.perf_counter()
         self.rejection = rejection  # an open-set RejectionRule under a category shift
         self.probe = ValidationProbe(data, device)  # unsupervised validators, every evaluation
+        self.distributed: Any = None  # set by Distributed.attach (training/distributed.py)
+
+    def _inference(self) -> contextlib.AbstractContextManager:
+        """Evaluation forwards, split across the ranks of a data-parallel run."""
+        if self.distributed is None:
+            return contextlib.nullcontext()
+        return self.distributed.sharded_inference(self.method)
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> tuple[Evaluation | None, Evaluation | None]:
@@ -227,6 +244,7 @@ class Trainer:
         if first_step == 0 and stage.on_start is not None:
             stage.on_start()
         ctx = Context.for_stage(stage, self.device, self.amp)
+        ctx.distributed = self.distributed
         optimizers, configs = ctx.optimizers, ctx.configs
         for name, state in saved_optimizers.items():
             optimizers[name].load_state_dict(state)
@@ -283,6 +301,8 @@ class Trainer:
         if not bool(ctx.finite):
             raise self._diverged(stage, done)
         averages = window.averages(done)
+        if self.distributed is not None:
+            averages = self.distributed.mean_metrics(averages)
         if not all(math.isfinite(v) for v in averages.values()):
             raise self._diverged(stage, done)
         self.metrics_log.write({"stage": stage.name, "step": done,
@@ -307,11 +327,12 @@ class Trainer:
                              score: Callable[[EvalRecord], float]) -> float | None:
         """One evaluation record (history, ``metrics.jsonl``); the selection rule's best so
         far is kept in ``best.pt``."""
-        target, source = self.evaluate()
-        record = eval_record(stage.name, done, offset + done, target, source,
-                             self.probe.scores(self.method))
-        if self.data.target_val is not None:
-            record["target_val_accuracy"] = self.target_val_accuracy()
+        with self._inference():  # split across the ranks of a data-parallel run
+            target, source = self.evaluate()
+            record = eval_record(stage.name, done, offset + done, target, source,
+                                 self.probe.scores(self.method))
+            if self.data.target_val is not None:
+                record["target_val_accuracy"] = self.target_val_accuracy()
         if target is not None and target.open_set:  # category shift: open-set metrics
             record.update({f"target_{key}": target.open_set[key]  # type: ignore[misc]
                            for key in OPEN_SET_METRICS})
@@ -322,6 +343,9 @@ class Trainer:
             best_score, report.selected = value, record
             if self.selection != "last":
                 checkpoint.save_atomic({"method": self.method.state_dict()}, self.best_path)
+        listener = ON_EVALUATION.get()
+        if listener is not None:
+            listener(record)
         return best_score
 
     def _end_stage(self, index: int, stage: Stage, report: LoopReport,
