@@ -62,6 +62,19 @@ def time_steps(entry, steps: int, first: int) -> float:
     return steps * 128 / (time.perf_counter() - start)
 
 
+def profile(entry, steps: int = 20) -> list[tuple[str, float]]:
+    """Share of CPU self time per operator over a few steps (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as run_profile
+
+    with run_profile(activities=[ProfilerActivity.CPU]) as profiler:
+        time_steps(entry, steps, 1000)
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    return [(e.key, e.self_cpu_time_total / total) for e in top]
+
+
 def evaluation_seconds(method, data, device, batch_size: int, mode) -> float:
     method.eval()
     start = time.perf_counter()
@@ -101,6 +114,7 @@ def main() -> None:
                                                               torch.inference_mode)):
                 evaluation.setdefault(f"batch {batch_size}, {label}", []).append(
                     evaluation_seconds(method, data, device, batch_size, mode))
+    operators = profile(entries["float32 (default)"])
     supported, reason = speed.cpu_bf16_support()
     record = {
         "task": "dann step, lenet (no norm), mnist->usps 28x28x1, batch 64+64, sgd",
@@ -110,7 +124,8 @@ def main() -> None:
         "ratio_to_float32": {name: statistics.mean(values) / base
                              for name, values in speeds.items()},
         "compile_seconds": entries["compile"]["compile_seconds"],
-        "evaluation_seconds": evaluation, "cpu_bf16": {"native": supported, "why": reason},
+        "evaluation_seconds": evaluation, "profile_self_cpu_share": operators,
+        "cpu_bf16": {"native": supported, "why": reason},
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_before": loads,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     output = Path(arguments.output)
@@ -130,6 +145,8 @@ def main() -> None:
         "- evaluation of the USPS test split (2,007 images), seconds per pass: "
         + "; ".join(f"{name}: " + " / ".join(f"{value:.2f}" for value in values)
                     for name, values in evaluation.items()),
+        "- where the float32 step's CPU time goes (torch.profiler, self time, 20 steps): "
+        + ", ".join(f"{name} {100 * share:.0f}%" for name, share in operators),
         f"- load average (1, 5, 15 min) at each round: {'; '.join(loads)}",
     ]
     merge_markdown(output / "speed.md", "levers", lines)
