@@ -8,8 +8,8 @@ the step's time goes. Writes benchmarks/results/speed.json and speed.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +24,9 @@ from tamebias.data.domain import DomainStreams
 from tamebias.models.classifier import build_classifier
 from tamebias.tasks import TASKS
 from tamebias.training.trainer import Context
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_sections import merge_json, merge_markdown  # noqa: E402
 
 BATCH = 128
 
@@ -159,7 +162,7 @@ def main() -> None:
     }
     output = Path(parser.parse_args().output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "speed.json").write_text(json.dumps(record, indent=2) + "\n")
+    merge_json(output / "speed.json", None, record)  # keeps the other scripts' keys
     lines = [
         "# Speed: source-only LeNet, batch 128, 28x28x1 (written by benchmarks/speed.py)", "",
         "| loop | images/s |", "|---|---|",
@@ -184,7 +187,7 @@ def main() -> None:
         f"- machine: {record['machine']['cpu']} x{record['machine']['cpu_count']}, "
         f"{record['machine']['torch_threads']} torch threads, torch {record['machine']['torch']}",
     ]
-    (output / "speed.md").write_text("\n".join(lines) + "\n")
+    merge_markdown(output / "speed.md", "source-only", lines)  # and their sections
     print("\n".join(lines))
 
 

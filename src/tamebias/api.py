@@ -34,6 +34,7 @@ from .models.norm import adapt_batchnorm, use_domain
 from .records import RunResult
 from .rundir import RunDir, confined, hold_run, read_json, remove_leftovers
 from .training import checkpoint, distributed
+from .training.speed import default_threads
 from .training.tensorboard import TensorBoardLines
 from .training.trainer import Trainer
 
@@ -75,7 +76,7 @@ def run_identity(config: dict[str, Any]) -> str:
         pass
     values["data"].pop("root", None)
     values["data"].pop("download", None)
-    for key in ("progress", "threads", "tensorboard"):
+    for key in ("progress", "threads", "tensorboard", "compile"):
         values["train"].pop(key, None)
     values.pop("output_dir", None)
     return json.dumps(values, sort_keys=True)
@@ -108,6 +109,8 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     """Data, model and method for ``config`` (seeded), on the configured device."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    else:  # torch's count, capped by the CPUs this process may use (a container's quota)
+        torch.set_num_threads(default_threads())
     device = resolve_device(config.train.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -136,6 +136,12 @@ class TrainConfig:
     checkpoint_every: int = 1000
     selection: str = "source_val"
     amp: bool = False
+    # speed switches (training/speed.py): bf16 on a CPU only with native bf16 (auto), always
+    # (force) or never; torch.compile of the networks; the optimizer kernel
+    # (auto | fused | foreach | loop)
+    cpu_bf16: str = "auto"
+    compile: bool = False
+    optimizer_impl: str = "auto"
     progress: bool = True
     # AdaBN: after training, recompute batch-norm statistics on the target training images
     # (needs a model with batch norm, e.g. model.norm=bn); the result is the adapted model
@@ -354,6 +360,11 @@ def check(config: RunConfig) -> None:
             "data.target_validation")
     if not 0 <= config.data.source_val_fraction < 1:
         raise ConfigError("data.source_val_fraction must be in [0, 1)")
+    for key, value, allowed in (
+            ("cpu_bf16", config.train.cpu_bf16, ("auto", "force", "never")),
+            ("optimizer_impl", config.train.optimizer_impl, ("auto", "fused", "foreach", "loop"))):
+        if value not in allowed:
+            raise ConfigError(f"train.{key} must be one of {', '.join(allowed)}, got {value!r}")
     if config.data.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels must be 1 or 3, got {config.data.channels}")
     if config.data.augment.strength < 0:

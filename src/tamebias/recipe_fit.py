@@ -31,7 +31,7 @@ DEFAULT_TASK = "mnist5k-ucidigits"  # the embedded pair: no download
 DEFAULT_RECIPE = "adda+bn+aug"
 # settings that change where data lives or how progress shows, not what a run computes
 NEUTRAL_KEYS = ("data.root", "data.download", "train.progress", "train.threads",
-                "train.tensorboard", "output_dir")
+                "train.tensorboard", "train.compile", "output_dir")
 
 # (recipe, the runs placed so far) -> its run config
 ConfigOf = Callable[[str, dict[str, Path]], RunConfig]

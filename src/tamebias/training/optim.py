@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, OptimConfig
+from .speed import optimizer_options
 
 
 def lr_scales(modules: list[nn.Module]) -> dict[int, float]:
@@ -24,9 +25,11 @@ def lr_scales(modules: list[nn.Module]) -> dict[int, float]:
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig,
-                    scales: dict[int, float] | None = None) -> torch.optim.Optimizer:
+                    scales: dict[int, float] | None = None,
+                    implementation: str = "auto") -> torch.optim.Optimizer:
     """One optimizer over ``parameters``; with ``scales`` (see :func:`lr_scales`) a parameter
-    group per multiplier, each at ``config.lr`` times its multiplier (schedules keep the ratio)."""
+    group per multiplier, each at ``config.lr`` times its multiplier (schedules keep the ratio).
+    ``implementation`` picks the kernel (training/speed.py: auto, fused, foreach, loop)."""
     if not parameters:
         raise ValueError("an optimizer was given no trainable parameters")
     by_scale: dict[float, list[nn.Parameter]] = {}
@@ -34,19 +37,19 @@ def build_optimizer(parameters: list[nn.Parameter], config: OptimConfig,
         by_scale.setdefault((scales or {}).get(id(parameter), 1.0), []).append(parameter)
     groups = [{"params": group, "lr": config.lr * scale}
               for scale, group in sorted(by_scale.items(), reverse=True)]
+    kernel = optimizer_options(config.name, implementation, parameters)
     if config.name == "adam":
         optimizer = torch.optim.Adam(
-            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
+            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+            **kernel)
     elif config.name == "adamw":
         optimizer = torch.optim.AdamW(
-            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
+            groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+            **kernel)
     elif config.name == "sgd":
         optimizer = torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay, nesterov=config.momentum > 0,
-        )
+            weight_decay=config.weight_decay, nesterov=config.momentum > 0, **kernel)
     else:
         raise ConfigError(f"optimizer must be adam, adamw or sgd, got {config.name!r}")
     for group in optimizer.param_groups:

@@ -28,6 +28,7 @@ from ..rundir import RunDir
 from . import checkpoint
 from .log import JsonLines, ProgressBar
 from .optim import build_optimizer, lr_scales, set_learning_rate
+from .speed import autocast, autocast_dtype, compile_networks, note
 
 __all__ = ["ON_EVALUATION", "Trainer", "TrainingDiverged"]
 
@@ -57,18 +58,20 @@ class Context:
         self.configs = configs
         self.parameters = parameters
         self.device = device
-        self.amp = amp and device.type == "cuda"
+        self.amp = amp and device.type in ("cuda", "cpu")  # the trainer resolved it (speed.py)
         self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.step = self.global_step = 0
         self.progress = 0.0
 
     @classmethod
-    def for_stage(cls, stage: Stage, device: torch.device, amp: bool = False) -> Context:
+    def for_stage(cls, stage: Stage, device: torch.device, amp: bool = False,
+                  optimizer_impl: str = "auto") -> Context:
         """Fresh optimizers over the trainable parameters of each of the stage's modules."""
         parameters = {name: list(trainable_parameters(modules))
                       for name, modules in stage.optimizers.items()}
         configs = {name: stage.optim_config(name) for name in stage.optimizers}
-        optimizers = {name: build_optimizer(parameters[name], configs[name], lr_scales(modules))
+        optimizers = {name: build_optimizer(parameters[name], configs[name], lr_scales(modules),
+                                            optimizer_impl)
                       for name, modules in stage.optimizers.items()}
         return cls(optimizers, configs, parameters, device, amp)
 
@@ -126,7 +129,10 @@ class Trainer:
         self.folder = RunDir(run_dir)
         self.config, self.device = config, device
         self.selection = method.selection or config.selection
-        self.amp = config.amp
+        # bf16 autocast where it pays (CUDA; a CPU with native bf16), else float32 and one note
+        self.autocast_dtype, fallback = autocast_dtype(config.amp, device, config.cpu_bf16)
+        note(fallback)
+        self.amp = self.autocast_dtype is not None
         self.checkpoint_path, self.best_path = self.folder.checkpoint, self.folder.best
         self.metrics_log = JsonLines(self.folder.metrics)
         self.started = time.perf_counter()
@@ -144,8 +150,7 @@ class Trainer:
     def evaluate(self) -> tuple[Evaluation | None, Evaluation | None]:
         """Target test and source validation metrics (each None when that set is absent)."""
         self.method.eval()
-        with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if self.amp and
-                               self.device.type == "cuda" else contextlib.nullcontext()):
+        with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             target = None
             if self.data.target_test is not None:
                 with use_domain(self.method, "target"):
@@ -206,6 +211,8 @@ class Trainer:
         if not stages:
             raise ValueError("nothing to train: every stage of this method has 0 steps")
         report, best_score = LoopReport(), None
+        if self.config.compile:  # the first steps of each stage then include compilation
+            note(f"torch.compile: {', '.join(compile_networks(self.method))}")
         start_stage, start_step, saved_optimizers = 0, 0, {}
         if checkpoint.exists(self.checkpoint_path):  # the newest usable generation
             state = checkpoint.load_latest(self.checkpoint_path, self.device, repair=True)
@@ -243,7 +250,7 @@ class Trainer:
                    bar: ProgressBar) -> float | None:
         if first_step == 0 and stage.on_start is not None:
             stage.on_start()
-        ctx = Context.for_stage(stage, self.device, self.amp)
+        ctx = Context.for_stage(stage, self.device, self.amp, self.config.optimizer_impl)
         ctx.distributed = self.distributed
         optimizers, configs = ctx.optimizers, ctx.configs
         for name, state in saved_optimizers.items():
