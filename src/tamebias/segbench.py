@@ -18,9 +18,9 @@ from typing import Any
 from .registry import lookup
 from .training.segmentation import fit_segmentation, load_seg_config
 
-SCENE_PROTOCOL = {"data.train_count": 2000, "data.val_count": 250, "data.test_count": 500,
-                  "data.size": 64, "data.batch_size": 16, "model.name": "fcn_small",
-                  "train.eval_every": 200, "train.log_every": 50, "train.checkpoint_every": 400}
+SCENE_PROTOCOL = {"data.train_count": 2000, "data.val_count": 200, "data.test_count": 300,
+                  "data.size": 48, "data.batch_size": 16, "model.name": "fcn_small",
+                  "train.eval_every": 150, "train.log_every": 50, "train.checkpoint_every": 300}
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class SegTask:
 
 def _scenes(target: str, what: str) -> SegTask:
     return SegTask(
-        f"MNIST scenes (3 digits on a black 64x64 canvas) -> {what}; 11 classes (background + "
-        "10 digits), 2,000 train scenes per side, 250 source validation, 500 target test; "
+        f"MNIST scenes (3 digits on a black 48x48 canvas) -> {what}; 11 classes (background + "
+        "10 digits), 2,000 train scenes per side, 200 source validation, 300 target test; "
         "fcn_small from scratch, Adam 1e-3, batch 16",
         {"data.source": "scenes:mnist", "data.target": f"scenes:{target}", **SCENE_PROTOCOL},
-        source_steps=1000, adapt_steps=500)
+        source_steps=600, adapt_steps=300)
 
 
 SEG_TASKS: dict[str, SegTask] = {

@@ -1,7 +1,8 @@
 """Synthetic segmentation scenes: several digits on a canvas, labelled per pixel.
 
-A scene is a ``SIZE x SIZE`` RGB canvas with ``DIGITS`` digits pasted at random places and
-sizes (later digits over earlier ones). The label map is the digit's class + 1 on its stroke
+A scene is a ``size x size`` RGB canvas (``SIZE`` 64 by default) with ``DIGITS`` digits
+pasted at random places, each ``DIGIT_SCALE`` (0.3-0.45) of the canvas side (later digits over
+earlier ones). The label map is the digit's class + 1 on its stroke
 (digit intensity >= 128 after resizing), 0 (``background``) where no stroke is, and
 ``IGNORE_INDEX`` on the anti-aliased rim (intensity 32-127), where the class is ambiguous.
 
@@ -31,7 +32,7 @@ from .imageset import DataError
 
 SIZE = 64
 DIGITS = 3
-DIGIT_SIZES = (20, 30)  # pasted digit side, pixels (uniform)
+DIGIT_SCALE = (0.3, 0.45)  # pasted digit side / canvas side (uniform, rounded)
 SCENE_STYLES = {"mnist": 0, "usps": 1, "photo": 2, "bold": 3}
 SCENE_CLASSES = ["background"] + [str(digit) for digit in range(10)]
 STROKE, RIM = 128, 32
@@ -76,7 +77,8 @@ def make_scenes(style: str, split: str, count: int, seed: int = 0,
             canvas[:] = rng.integers(0, 256, 3)
         for _ in range(DIGITS):
             which = rng.integers(len(gray))
-            side = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
+            side = int(rng.integers(round(DIGIT_SCALE[0] * size),
+                                    round(DIGIT_SCALE[1] * size) + 1))
             digit = _resized(gray[which], side)
             if style == "bold":
                 digit = F.max_pool2d(torch.from_numpy(digit)[None, None], 3, 1, 1)[0, 0].numpy()
@@ -104,7 +106,7 @@ def cached_scenes(style: str, split: str, count: int, seed: int = 0,
     from pathlib import Path
 
     folder = Path(os.environ.get("TAMEBIAS_CACHE", Path.home() / ".cache" / "tamebias"))
-    path = folder / "scenes" / f"{style}-{split}-n{count}-s{seed}-{size}px-v1.npz"
+    path = folder / "scenes" / f"{style}-{split}-n{count}-s{seed}-{size}px-v2.npz"
     if path.exists():
         stored = np.load(path)
         return DenseSet(torch.from_numpy(stored["x"]), torch.from_numpy(stored["y"]),

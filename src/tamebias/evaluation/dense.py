@@ -114,7 +114,7 @@ class DenseProbe:
     """The pixel validators on a fixed sample of unlabelled target training images (no label
     is read), recorded at every evaluation."""
 
-    def __init__(self, target_images: Tensor, device: torch.device, samples: int = 256,
+    def __init__(self, target_images: Tensor, device: torch.device, samples: int = 128,
                  seed: int = 0) -> None:
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(len(target_images), generator=generator)[:samples].sort().values
