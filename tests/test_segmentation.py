@@ -302,3 +302,31 @@ def test_output_space_critic_gradient_reaches_the_segmenter():
     output_adversarial_step(segmenter, critic, batch, ctx, softmax_map, 1.0)
     # every source pixel is ignored: the segmenter's whole gradient is the adversarial term
     assert ctx.grads["segmenter"].abs().sum() > 0 and "critic" in ctx.grads
+
+
+def test_gta5_to_cityscapes_runs_end_to_end_on_fixtures(tmp_path):
+    from tamebias.training.segmentation import fit_segmentation, load_seg_config
+
+    for index in range(3):
+        name = f"{index:05d}.png"
+        _image_png(tmp_path / "gta5" / "images" / name, 8, 12)
+        _label_png(tmp_path / "gta5" / "labels" / name, np.full((8, 12), 7 + index))
+    for split in ("train", "val"):
+        for index in range(2):
+            stem = f"aachen_{index:06d}_000019"
+            _image_png(tmp_path / "cityscapes" / "leftImg8bit" / split / "aachen" /
+                       f"{stem}_leftImg8bit.png", 8, 16)
+            _label_png(tmp_path / "cityscapes" / "gtFine" / split / "aachen" /
+                       f"{stem}_gtFine_labelIds.png", np.full((8, 16), 26))
+    config = load_seg_config([
+        "method=source_only", "method.steps=2", "data.source=gta5:gta5",
+        "data.target=cityscapes:cityscapes", f"data.root={tmp_path}", "data.size=16",
+        "data.train_count=0", "data.test_count=0", "data.batch_size=2",
+        "train.eval_every=2", "train.progress=false", "train.selection=last"])
+    result = fit_segmentation(config, tmp_path / "run")
+    assert result["protocol"]["source_train"] == 3 and result["protocol"]["target_test"] == 2
+    # each set at a 16 px short side, its aspect ratio kept
+    assert result["protocol"]["size"] == [16, 24]
+    assert result["protocol"]["target_size"] == [16, 32]
+    ious = result["target"]["per_class_iou"]
+    assert len(ious) == 19 and [i for i, v in enumerate(ious) if v is not None] == [13]  # car

@@ -54,17 +54,22 @@ def _read(path: Path, mode: str) -> np.ndarray:
         raise DataError(f"cannot read {path}: {error}") from error
 
 
-def _resize(image: np.ndarray, label: np.ndarray, size: int | None
+def _shape(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """``size`` on the short side, the aspect ratio kept (``None``: unchanged)."""
+    if not size:
+        return height, width
+    scale = size / min(height, width)
+    return round(height * scale), round(width * scale)
+
+
+def _resize(image: np.ndarray, label: np.ndarray, shape: tuple[int, int]
             ) -> tuple[torch.Tensor, torch.Tensor]:
     pixels = torch.from_numpy(image.copy()).permute(2, 0, 1)
     labels = torch.from_numpy(label.copy())
     if pixels.shape[-2:] != labels.shape:
         raise DataError(f"image {tuple(pixels.shape[-2:])} and label map "
                         f"{tuple(labels.shape)} differ in size")
-    if size:
-        height, width = labels.shape
-        scale = size / min(height, width)
-        shape = (round(height * scale), round(width * scale))
+    if tuple(labels.shape) != shape:
         pixels = F.interpolate(pixels[None].float(), size=shape, mode="bilinear",
                                antialias=True, align_corners=False)[0]
         pixels = pixels.round().clamp(0, 255).to(torch.uint8)
@@ -73,22 +78,29 @@ def _resize(image: np.ndarray, label: np.ndarray, size: int | None
     return pixels, labels
 
 
-def _stack(pairs: list[tuple[Path, Path]], size: int | None, name: str) -> DenseSet:
+def _stack(pairs: list[tuple[Path, Path]], size: int | None, name: str,
+           limit: int | None = None, seed: int = 0) -> DenseSet:
+    """Every pair (or a fixed random ``limit`` of them, by ``seed``) decoded, ids mapped to
+    train ids, resized to the first image's shape at ``size`` (a few GTA5 frames differ in
+    size from the rest; all are brought to one shape)."""
+    if limit is not None and limit < len(pairs):
+        chosen = np.sort(np.random.default_rng(seed).permutation(len(pairs))[:limit])
+        pairs = [pairs[index] for index in chosen]
     table = id_to_train_id()
     images, masks = [], []
+    shape = None
     for image_path, label_path in pairs:
-        pixels, labels = _resize(_read(image_path, "RGB"), table[_read(label_path, "L")], size)
+        label = table[_read(label_path, "L")]
+        shape = shape or _shape(*label.shape, size)
+        pixels, labels = _resize(_read(image_path, "RGB"), label, shape)
         images.append(pixels)
         masks.append(labels)
-    shapes = {tuple(mask.shape) for mask in masks}
-    if len(shapes) > 1:
-        raise DataError(f"{name}: images differ in size after resizing ({sorted(shapes)}); "
-                        "set the size so every image has the same shape")
     return DenseSet(torch.stack(images), torch.stack(masks), list(CITYSCAPES_CLASSES), name,
                     {"files": len(pairs)})
 
 
-def read_gta5(root: str | Path, split: str = "train", size: int | None = None) -> DenseSet:
+def read_gta5(root: str | Path, split: str = "train", size: int | None = None,
+              limit: int | None = None, seed: int = 0) -> DenseSet:
     """GTA5 in its released layout (module docstring); ``split`` reads ``ROOT/SPLIT.txt``
     when present (else every image is ``train``; ``val`` is then empty and refused)."""
     root = Path(root)
@@ -109,11 +121,11 @@ def read_gta5(root: str | Path, split: str = "train", size: int | None = None) -
         raise DatasetNotFoundError(f"gta5: {len(missing)} label maps missing under {labels} "
                                    f"(first: {missing[0]})" if missing else
                                    f"gta5: no images in {images}")
-    return _stack(pairs, size, "gta5")
+    return _stack(pairs, size, "gta5", limit, seed)
 
 
-def read_cityscapes(root: str | Path, split: str = "train",
-                    size: int | None = None) -> DenseSet:
+def read_cityscapes(root: str | Path, split: str = "train", size: int | None = None,
+                    limit: int | None = None, seed: int = 0) -> DenseSet:
     """Cityscapes fine annotations (module docstring): ``leftImg8bit/SPLIT`` images paired
     with ``gtFine/SPLIT/*_gtFine_labelIds.png``."""
     root = Path(root)
@@ -130,15 +142,22 @@ def read_cityscapes(root: str | Path, split: str = "train",
         pairs.append((image, label))
     if not pairs:
         raise DatasetNotFoundError(f"cityscapes: no *_leftImg8bit.png under {folder}")
-    return _stack(pairs, size, "cityscapes")
+    return _stack(pairs, size, "cityscapes", limit, seed)
 
 
-def read_dense(spec: str, split: str, size: int | None = None) -> DenseSet:
-    """``gta5:PATH`` or ``cityscapes:PATH`` (``val`` is Cityscapes' evaluation split)."""
+def read_dense(spec: str, split: str, size: int | None = None, root: str | Path | None = None,
+               limit: int | None = None, seed: int = 0) -> DenseSet:
+    """``gta5:PATH`` or ``cityscapes:PATH`` (``val`` is Cityscapes' evaluation split); a
+    relative PATH not found in the working directory is looked up under the data root."""
+    from .datasets import resolve_data_root
+
     kind, _, path = spec.partition(":")
+    folder = Path(path)
+    if not folder.is_absolute() and not folder.exists():
+        folder = resolve_data_root(root) / folder
     if kind == "gta5":
-        return read_gta5(path, split, size)
+        return read_gta5(folder, split, size, limit, seed)
     if kind == "cityscapes":
-        return read_cityscapes(path, split, size)
+        return read_cityscapes(folder, split, size, limit, seed)
     raise DataError(f"unknown segmentation data {spec!r}: use scenes:STYLE (both sides), "
                     "gta5:PATH or cityscapes:PATH")

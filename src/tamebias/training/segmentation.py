@@ -42,9 +42,10 @@ class SegDataConfig:
 
     source: str = "scenes:mnist"
     target: str = "scenes:usps"
-    train_count: int = 4000  # source and target training scenes (synthetic pairs)
+    # training scenes per side (synthetic pairs); real sets: a fixed random subset (0: all)
+    train_count: int = 4000
     val_count: int = 500  # source validation scenes, made beside the training ones
-    test_count: int = 1000  # target test scenes
+    test_count: int = 1000  # target test scenes (real sets: 0 = the whole val split)
     size: int = 64  # scene side (synthetic); real sets: the short side after resizing
     root: str | None = None  # the digits' data root (default: $TAMEBIAS_DATA)
     scene_seed: int = 0  # the synthetic data's seed (fixed by the protocol, not the run seed)
@@ -113,10 +114,14 @@ def load_dense_data(config: SegDataConfig) -> DenseData:
         target_train = scenes(config.target, "train", config.train_count)
         target_test = scenes(config.target, "test", config.test_count)
     else:
-        source_train = read_dense(config.source, "train", config.size)
+        def real(spec: str, split: str, limit: int | None) -> DenseSet:
+            return read_dense(spec, split, config.size, config.root, limit, config.scene_seed)
+
+        limit = config.train_count or None  # 0: every training image
+        source_train = real(config.source, "train", limit)
         source_val = None
-        target_train = read_dense(config.target, "train", config.size)
-        target_test = read_dense(config.target, "val", config.size)
+        target_train = real(config.target, "train", limit)
+        target_test = real(config.target, "val", config.test_count or None)
     return DenseData(source_train, source_val, target_train.unlabeled(), target_test,
                      target_train.masks)
 
@@ -252,7 +257,8 @@ def fit_segmentation(config: SegRunConfig, run_dir: str | Path) -> dict[str, Any
         "source_val": len(data.source_val) if data.source_val is not None else 0,
         "target_train": len(data.target_train),
         "target_test": len(data.target_test) if data.target_test is not None else 0,
-        "size": list(data.source_train.images.shape[-2:]), "classes": data.classes,
+        "size": list(data.source_train.images.shape[-2:]),
+        "target_size": list(data.target_train.images.shape[-2:]), "classes": data.classes,
         "segmenter": config.model.name, "pretrained": config.model.pretrained,
         "batch_size": config.data.batch_size, "augment": config.data.augment,
         "target_augment": config.data.target_augment, "seed": train.seed,
