@@ -330,3 +330,44 @@ def test_gta5_to_cityscapes_runs_end_to_end_on_fixtures(tmp_path):
     assert result["protocol"]["target_size"] == [16, 32]
     ious = result["target"]["per_class_iou"]
     assert len(ious) == 19 and [i for i, v in enumerate(ious) if v is not None] == [13]  # car
+
+
+def _fake_result(seed: int, miou: float, classes: int = 3) -> dict:
+    return {"miou": miou, "pixel_accuracy": miou + 0.1, "selection": "last",
+            "analysis_only": False, "steps": 10, "train_seconds": 1.0, "machine": {},
+            "target": {"classes": [f"c{i}" for i in range(classes)],
+                       "per_class_iou": [miou, None, 1.0]},
+            "rule_picks": {"last": {"miou": miou}}, "protocol": {"init": "x", "seed": seed},
+            "config": {"train": {"seed": seed}, "method": {"name": "adaptseg"}}}
+
+
+def test_bench_rows_average_seeds_and_merge_by_task_and_method(tmp_path):
+    from tamebias.segbench import merge_rows, row
+
+    built = row("scenes-mnist-photo", "adaptseg", [_fake_result(0, 0.2), _fake_result(1, 0.4)])
+    assert built["miou_mean"] == pytest.approx(30.0) and built["miou_std"] > 0
+    assert built["pixel_accuracy_mean"] == pytest.approx(40.0)
+    assert built["per_class_iou_mean"] == {"c0": 30.0, "c1": None, "c2": 100.0}
+    assert built["seeds"] == [0, 1] and built["starts_from"]
+    path = tmp_path / "segmentation.json"
+    merge_rows(path, [built])
+    merged = merge_rows(path, [{**built, "miou_mean": 1.0}])
+    assert len(merged) == 1 and merged[0]["miou_mean"] == 1.0
+
+
+def test_segment_command_names_an_unknown_method(tmp_path):
+    from typer.testing import CliRunner
+
+    from tamebias.cli import app
+
+    outcome = CliRunner().invoke(app, ["segment", "--methods", "source_only,bogus",
+                                       "--output", str(tmp_path)])
+    assert outcome.exit_code == 2 and "bogus" in outcome.output
+
+
+def test_unknown_selection_rule_is_a_config_error():
+    from tamebias.config import ConfigError
+    from tamebias.training.segmentation import load_seg_config
+
+    with pytest.raises(ConfigError, match="segmentation rule"):
+        load_seg_config(["train.selection=dev"])
