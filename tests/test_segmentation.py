@@ -371,3 +371,20 @@ def test_unknown_selection_rule_is_a_config_error():
 
     with pytest.raises(ConfigError, match="segmentation rule"):
         load_seg_config(["train.selection=dev"])
+
+
+def test_figure_shows_input_truth_and_each_run(fake_scenes, tmp_path):
+    from tamebias.report.segmentation_figures import segmentation_figure
+    from tamebias.training.segmentation import fit_segmentation, load_seg_config
+
+    fit_segmentation(load_seg_config(["method=source_only", "method.steps=1", *fake_scenes]),
+                     tmp_path / "source")
+    fit_segmentation(load_seg_config(["method=minent", "method.steps=1",
+                                      f"init={tmp_path / 'source'}", *fake_scenes]),
+                     tmp_path / "minent")
+    path = segmentation_figure({"source only": tmp_path / "source",
+                                "minent": tmp_path / "minent"}, tmp_path / "figure.png", 2)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.size[0] > image.size[1]  # 4 columns, 2 rows
