@@ -211,11 +211,13 @@ def fake_scenes(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["source_only", "adabn", "adaptseg", "minent", "advent",
-                                    "cbst", "oracle"])
+                                    "cbst", "cycada", "oracle"])
 def test_every_segmentation_method_trains_and_reports(method, fake_scenes, tmp_path):
     from tamebias.training.segmentation import fit_segmentation, load_seg_config
 
     steps = {"adabn": ["method.source_steps=2", "method.target_batches=2"],
+             "cycada": ["method.source_steps=2", "method.translate_steps=2", "method.steps=2",
+                        "method.output_steps=2", "method.translate_batch=2"],
              "source_only": ["method.steps=2"], "oracle": ["method.steps=2"]}
     config = load_seg_config([f"method={method}", *fake_scenes, "train.selection=im",
                               *steps.get(method, ["method.source_steps=2", "method.steps=2"])])
@@ -226,6 +228,14 @@ def test_every_segmentation_method_trains_and_reports(method, fake_scenes, tmp_p
     assert np.isfinite(result["history"][-1]["validators"]["im"])
     stored = json.loads((tmp_path / method / "result.json").read_text())
     assert stored["miou"] == result["miou"]
+    if method == "cycada":  # the semantic teacher is the source model, never trained after
+        source = torch.load(tmp_path / method / "stage-source.pt", weights_only=True)["method"]
+        final = torch.load(tmp_path / method / "checkpoint.pt", weights_only=True)["method"]
+        teacher = {k: v for k, v in final.items() if k.startswith("teacher.")}
+        assert teacher and all(torch.equal(v, source["classifier." + k[len("teacher."):]])
+                               for k, v in teacher.items())
+        assert not torch.equal(final["classifier.classifier_head.weight"],
+                               source["classifier.classifier_head.weight"])
 
 
 def test_adaptation_from_a_source_run_skips_the_source_stage(fake_scenes, tmp_path):

@@ -43,7 +43,7 @@ def _scenes(target: str, what: str) -> SegTask:
         {"data.source": "scenes:mnist", "data.target": f"scenes:{target}", **SCENE_PROTOCOL},
         source_steps=1500, adapt_steps=500,
         # a narrower critic than the paper's 64 (CPU: at 64 the critic costs 4x the segmenter)
-        method_settings={name: {"critic_width": 16} for name in ("adaptseg", "advent")})
+        method_settings={name: {"critic_width": 16} for name in ("adaptseg", "advent", "cycada")})
 
 
 SEG_TASKS: dict[str, SegTask] = {
@@ -70,7 +70,7 @@ SEG_TASKS: dict[str, SegTask] = {
 }
 SUITES = {"segmentation": ["scenes-mnist-usps", "scenes-mnist-photo"],
           "gta5-cityscapes": ["gta5-cityscapes"]}
-METHODS = ("source_only", "adabn", "adaptseg", "minent", "advent", "cbst", "oracle")
+METHODS = ("source_only", "adabn", "adaptseg", "minent", "advent", "cbst", "cycada", "oracle")
 
 
 def _steps(method: str, task: SegTask) -> list[str]:
@@ -78,6 +78,9 @@ def _steps(method: str, task: SegTask) -> list[str]:
         return [f"method.steps={task.source_steps}"]
     if method == "adabn":
         return ["method.target_batches=50"]
+    if method == "cycada":  # translator, then the task stage, then output alignment
+        return [f"method.translate_steps={task.adapt_steps}", f"method.steps={task.adapt_steps}",
+                f"method.output_steps={task.adapt_steps}"]
     return [f"method.steps={task.adapt_steps}"]
 
 

@@ -13,6 +13,7 @@ from .adabn import SegAdaBN
 from .adaptseg import AdaptSeg
 from .advent import Advent, MinEnt
 from .cbst import CBST
+from .cycada import SegCyCADA
 from .oracle import SegOracle
 from .source_only import SegSourceOnly
 
@@ -23,6 +24,7 @@ SEGMENTATION_METHODS: dict[str, type[Method]] = {
     "minent": MinEnt,
     "advent": Advent,
     "cbst": CBST,
+    "cycada": SegCyCADA,
     "oracle": SegOracle,
 }
 
