@@ -363,6 +363,7 @@ def test_bench_rows_average_seeds_and_merge_by_task_and_method(tmp_path):
     merge_rows(path, [built])
     merged = merge_rows(path, [{**built, "miou_mean": 1.0}])
     assert len(merged) == 1 and merged[0]["miou_mean"] == 1.0
+    assert "| scenes-mnist-photo | adaptseg | 1.00 ±" in path.with_suffix(".md").read_text()
 
 
 def test_segment_command_names_an_unknown_method(tmp_path):

@@ -170,4 +170,21 @@ def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged = [r for r in existing if (r["task"], r["method"]) not in keys] + rows
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=1) + "\n")
+    path.with_suffix(".md").write_text(markdown_table(merged))
     return merged
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table (written beside the JSON), every number with its
+    protocol: seeds, steps, selection rule, where the run started."""
+    lines = ["| task | method | mIoU % | pixel acc % | seeds | steps | selected by | "
+             "starts from |", "|---|---|---|---|---|---|---|---|"]
+    for item in sorted(rows, key=lambda r: (r["task"], r["method"] != "source_only",
+                                            r["method"] == "oracle", r["method"])):
+        name = item["method"] + (" (analysis)" if item["analysis_only"] else "")
+        lines.append(
+            f"| {item['task']} | {name} | {item['miou_mean']:.2f} ± {item['miou_std']:.2f} | "
+            f"{item['pixel_accuracy_mean']:.2f} ± {item['pixel_accuracy_std']:.2f} | "
+            f"{','.join(map(str, item['seeds']))} | {item['steps']} | {item['selection']} | "
+            f"{item['starts_from'] or 'scratch'} |")
+    return "\n".join(lines) + "\n"
