@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .datasets import resolve_data_root
 from .dense import IGNORE_INDEX, DenseSet
 from .imageset import DataError, DatasetNotFoundError
 
@@ -149,8 +150,6 @@ def read_dense(spec: str, split: str, size: int | None = None, root: str | Path 
                limit: int | None = None, seed: int = 0) -> DenseSet:
     """``gta5:PATH`` or ``cityscapes:PATH`` (``val`` is Cityscapes' evaluation split); a
     relative PATH not found in the working directory is looked up under the data root."""
-    from .datasets import resolve_data_root
-
     kind, _, path = spec.partition(":")
     folder = Path(path)
     if not folder.is_absolute() and not folder.exists():

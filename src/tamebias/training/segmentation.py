@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, MethodConfig, TrainConfig, apply_overrides, build
+from ..data.cityscapes import read_dense
 from ..data.dense import AUGMENT_POLICIES, DenseData, DenseSet, DenseStreams
+from ..data.scenes import cached_scenes
 from ..evaluation.dense import DenseProbe, SegmentationScores, evaluate_dense
 from ..methods.segmentation import SEGMENTATION_METHODS, build_segmentation_method
 from ..models.segmenters import SEGMENTERS, build_segmenter
@@ -97,11 +99,7 @@ def load_seg_config(overrides: list[str], base: dict[str, Any] | None = None) ->
 def load_dense_data(config: SegDataConfig) -> DenseData:
     """The four splits of a segmentation task (source train / val, unlabelled target train
     with its labels kept apart for the oracle, target test)."""
-    from ..data.cityscapes import read_dense
-
     if config.source.startswith("scenes:") and config.target.startswith("scenes:"):
-        from ..data.scenes import cached_scenes
-
         def scenes(spec: str, split: str, count: int) -> DenseSet:
             return cached_scenes(spec.split(":", 1)[1], split, count, config.scene_seed,
                                  config.root, config.size)
