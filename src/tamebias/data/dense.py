@@ -105,7 +105,7 @@ class DenseData:
 
 # -- joint augmentation ------------------------------------------------------------------------
 
-def joint_transform(policy: str, size: tuple[int, int]):
+def joint_transform(policy: str):
     """The ``torchvision.transforms.v2`` pipeline of ``policy`` for one image and its mask:
     ``flip`` (horizontal, p 0.5), ``affine`` (shift 10 %, scale 0.8-1.2, rotation 10 degrees),
     ``standard`` both. Pixels the warp brings in from outside are 0 in the image and
@@ -132,7 +132,7 @@ class JointAugmenter:
 
     def __init__(self, policy: str, seed: int) -> None:
         self.policy, self.seed = policy, seed
-        self.transform = joint_transform(policy, (0, 0))
+        self.transform = joint_transform(policy)
 
     def __call__(self, images: Tensor, masks: Tensor | None, stream: int,
                  step: int) -> tuple[Tensor, Tensor | None]:
