@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .registry import lookup
+from .rundir import RunDir
 from .training.segmentation import fit_segmentation, load_seg_config
 
 SCENE_PROTOCOL = {"data.train_count": 2000, "data.val_count": 200, "data.test_count": 300,
@@ -96,8 +97,8 @@ def run_task(task_name: str, methods: list[str], seeds: list[int], output: Path,
                 *([f"data.root={data_root}"] if data_root else [])]
         source_dir = output / task_name / "source_only" / f"seed{seed}"
         for method in methods:
-            if method != "source_only" and method != "oracle" and not (
-                    source_dir / "result.json").exists():
+            if method != "source_only" and method != "oracle" and not RunDir(
+                    source_dir).is_finished():
                 run_one(task_name, "source_only", seed, source_dir, base, task, overrides,
                         results if "source_only" in methods else {}, say)
             folder = output / task_name / method / f"seed{seed}"
