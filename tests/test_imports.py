@@ -31,8 +31,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
      ("tamebias.compose", "tamebias.api", "tamebias.inference", "tamebias.prediction",
       "tamebias.export", "tamebias.translation", "tamebias.diagnosis", "tamebias.report.tsne")),
     ("runners: recipes, benchmarks, sweeps, the demo, the HTML report",
-     ("tamebias.recipe_fit", "tamebias.bench", "tamebias.sweep", "tamebias.search",
-      "tamebias.demo", "tamebias.report.html")),
+     ("tamebias.recipe_fit", "tamebias.bench", "tamebias.segbench", "tamebias.sweep",
+      "tamebias.search", "tamebias.demo", "tamebias.report.html")),
     ("command line", ("tamebias.cli", "tamebias.__main__")),
 ]
 

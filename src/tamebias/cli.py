@@ -645,3 +645,44 @@ def export_command(
     with user_errors():
         path = export_run(run_dir, format, output, which)
     console.print(f"wrote {path} and {path}.json")
+
+
+@app.command("segment")
+def segment(
+    task: Annotated[str, typer.Option(help="A segmentation task (scenes-mnist-usps, "
+                                           "scenes-mnist-photo, scenes-mnist-bold, "
+                                           "gta5-cityscapes).")] = "scenes-mnist-photo",
+    methods: Annotated[str, typer.Option(help="Comma-separated segmentation methods.")] =
+        "source_only,adabn,adaptseg,minent,advent,cbst,oracle",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    output: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/segment"),
+    results: Annotated[Path | None, typer.Option(
+        help="Merge the rows into this JSON file (e.g. "
+             "benchmarks/results/segmentation.json).")] = None,
+    overrides: Overrides = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Semantic segmentation under domain shift: source only, then each adaptation method
+    from its source-only run, and the oracle (analysis), per seed; rows with mIoU, pixel
+    accuracy and per-class IoU (docs/segmentation.md)."""
+    from .segbench import METHODS, merge_rows, run_task
+
+    chosen = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown:
+        _fail(ValueError(f"unknown segmentation method(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(METHODS)}"))
+    with user_errors():
+        rows = run_task(task, chosen, [int(s) for s in seeds.split(",")], output,
+                        list(overrides or []), data_root, say=console.print)
+        if results is not None:
+            merge_rows(results, rows)
+    table = Table(title=f"{task}: target mIoU / pixel accuracy (%)")
+    for column in ("method", "mIoU", "pixel acc", "seeds", "selected by"):
+        table.add_column(column, no_wrap=True)
+    for item in rows:
+        table.add_row(item["method"] + (" (analysis)" if item["analysis_only"] else ""),
+                      f"{item['miou_mean']:.2f} ± {item['miou_std']:.2f}",
+                      f"{item['pixel_accuracy_mean']:.2f} ± {item['pixel_accuracy_std']:.2f}",
+                      ",".join(map(str, item["seeds"])), item["selection"])
+    console.print(table)

@@ -27,3 +27,25 @@ class DomainCritic(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.network(features).squeeze(1)
+
+
+class PixelCritic(nn.Module):
+    """A fully-convolutional critic on dense maps (AdaptSegNet's discriminator, Tsai et al.,
+    arXiv:1802.10349): ``layers`` 4x4 convolutions with stride 2 (``width`` doubling up to 8x),
+    LeakyReLU 0.2, no normalization, then a 4x4 convolution to **one logit** per patch
+    (``B x 1 x h x w``), trained with binary cross-entropy like ``DomainCritic``."""
+
+    def __init__(self, channels: int, width: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        modules: list[nn.Module] = []
+        inputs = channels
+        for index in range(layers):
+            outputs = width * min(2 ** index, 8)
+            modules += [nn.Conv2d(inputs, outputs, 4, stride=2, padding=1),
+                        nn.LeakyReLU(0.2, inplace=True)]
+            inputs = outputs
+        modules.append(nn.Conv2d(inputs, 1, 4, stride=2, padding=1))
+        self.network = nn.Sequential(*modules)
+
+    def forward(self, maps: Tensor) -> Tensor:
+        return self.network(maps)
