@@ -39,8 +39,11 @@ def common(args, target: str, shots: int, seed: int) -> list[str]:
             f"method.translate_steps={args.translate_steps}", *args.set]
 
 
+TRAIN = True  # --tabulate-only: judge the finished runs, train nothing
+
+
 def run(folder: Path, overrides: list[str]) -> Path:
-    if not RunDir(folder).result.exists():
+    if TRAIN and not RunDir(folder).result.exists():
         started = time.perf_counter()
         fit(None, overrides, run_dir=folder)
         print(f"{folder}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -96,13 +99,19 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/fewshot.json")
     parser.add_argument("--set", action="append", default=[],
                         help="an extra dotted override for every run")
+    parser.add_argument("--tabulate-only", action="store_true",
+                        help="train nothing: rows from the runs that have finished")
     args = parser.parse_args()
+    global TRAIN
+    TRAIN = not args.tabulate_only
     args.targets = args.targets.split(",")
     args.shots = [int(value) for value in args.shots.split(",")]
     seeds = [int(value) for value in args.seeds.split(",")]
     judged: dict[tuple[str, int, str], list[dict]] = {}
     for seed in seeds:
         for key, folder in seed_runs(args, seed).items():
+            if not RunDir(folder).result.exists():
+                continue
             verdict = fewshot_judges(folder)
             verdict["seed"] = seed
             judged.setdefault(key, []).append(verdict)
