@@ -25,7 +25,7 @@ from ..models.funit import (
 )
 from .base import DataNeeds, Method, Stage, StepContext
 from .common import classification_step, source_stage
-from .cycada import evaluating, input_channels
+from .parts import evaluating, input_channels
 
 
 @dataclass
