@@ -10,7 +10,8 @@ reused. Rows: mean and std over seeds of content preservation, style distance an
 accuracy (``fewshot_judges``; final models, no target label picks anything).
 
     python benchmarks/fewshot.py --seeds 0,1,2 --targets flowerblend,pinkoutline,usps \\
-        --shots 1,5 --runs-dir runs/fewshot --output benchmarks/results/fewshot.json
+        --shots 1,5 --cycada-steps 2000 --runs-dir runs/fewshot \\
+        --output benchmarks/results/fewshot.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from tamebias.api import fit
-from tamebias.fewshot_translation import fewshot_judges
+from tamebias.fewshot_translation import cycada_judges, fewshot_judges
 from tamebias.rundir import RunDir
 from tamebias.tasks import FEWSHOT_TARGETS
 
@@ -71,6 +72,14 @@ def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
                     base / f"{translator}-{target}-{shots}shot",
                     [*common(args, target, shots, seed), f"method.translator={translator}",
                      f"init.weights={source}"])
+    if args.cycada_steps:  # the many-shot reference: CycleGAN on every target training image
+        for target in args.targets:
+            overrides = [item for item in common(args, target, 0, seed)
+                         if not item.startswith(("data.target_subset=", "method.name="))]
+            runs[target, 0, "cycada_pixel"] = run(
+                base / f"cycada_pixel-{target}",
+                [*overrides, "method.name=cycada", "method.feature_steps=0",
+                 f"method.translate_steps={args.cycada_steps}"])
     return runs
 
 
@@ -95,6 +104,9 @@ def main() -> None:
     parser.add_argument("--source-steps", type=int, default=500)
     parser.add_argument("--translate-steps", type=int, default=800)
     parser.add_argument("--task-steps", type=int, default=300)
+    parser.add_argument("--cycada-steps", type=int, default=0,
+                        help="also run pixel-only CyCADA on all unlabeled target images (the "
+                        "many-shot reference) with this many translator steps (0: skip)")
     parser.add_argument("--runs-dir", default="runs/fewshot")
     parser.add_argument("--output", default="benchmarks/results/fewshot.json")
     parser.add_argument("--set", action="append", default=[],
@@ -112,13 +124,16 @@ def main() -> None:
         for key, folder in seed_runs(args, seed).items():
             if not RunDir(folder).result.exists():
                 continue
-            verdict = fewshot_judges(folder)
+            funit = Path(args.runs_dir) / f"s{seed}" / "funit-translator"
+            verdict = (cycada_judges(folder, funit) if key[2] == "cycada_pixel"
+                       else fewshot_judges(folder))
             verdict["seed"] = seed
             judged.setdefault(key, []).append(verdict)
     rows = []
     for (target, shots, translator), verdicts in sorted(judged.items()):
-        row = {"task": f"{args.source}-{target}-{shots}shot", "target": FEWSHOT_TARGETS[target],
-               "shots": shots, "translator": translator, "seeds": [v["seed"] for v in verdicts],
+        count = shots or "all"  # cycada_pixel: every unlabeled target training image
+        row = {"task": f"{args.source}-{target}-{count}shot", "target": FEWSHOT_TARGETS[target],
+               "shots": count, "translator": translator, "seeds": [v["seed"] for v in verdicts],
                "runs": [v["run"] for v in verdicts]}
         for name in ("content_preservation", "style_distance", "accuracy"):
             values = [v[name] for v in verdicts]
@@ -131,6 +146,7 @@ def main() -> None:
                   " = seed); tested on the target's test split",
         "backbone": "lenet", "source_steps": args.source_steps,
         "translate_steps": args.translate_steps, "task_steps": args.task_steps,
+        "cycada_translate_steps": args.cycada_steps or None,
         "translator": "methods/fewshot.py defaults (models/funit.py FewShotTranslatorConfig)",
         "selection": "last (final model)", "seeds": seeds, "extra": args.set,
         "judges": "fewshot_translation.fewshot_judges on the first 2,000 source and target "

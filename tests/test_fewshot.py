@@ -8,7 +8,7 @@ import torch
 from tamebias.api import fit, restore_run
 from tamebias.data.imageset import DataError, ImageSet
 from tamebias.data.styles import SEEN_STYLES, STYLES, UNSEEN_STYLES, render, render_set
-from tamebias.fewshot_translation import style_distance
+from tamebias.fewshot_translation import cycada_judges, fewshot_judges, style_distance
 from tamebias.models.funit import FewShotTranslator, FewShotTranslatorConfig, adain
 
 SMALL = FewShotTranslatorConfig(width=4, style_dim=8, mlp_width=16, bias_dim=8,
@@ -129,3 +129,13 @@ def test_translator_trains_on_seen_styles_then_the_task_uses_the_k_examples(
     assert "content preservation" in outcome.output and "style distance" in outcome.output
     missing = CliRunner().invoke(app, ["translate", "--few-shot", str(tmp_path / "nowhere")])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+    # the many-shot reference (CyCADA) read by the same judges, its content by this judge
+    fit(None, [*tiny_overrides, "method.name=cycada", "method.source_steps=2",
+               "method.translate_steps=2", "method.steps=2", "method.feature_steps=0"],
+        run_dir=tmp_path / "cycada")
+    verdict = cycada_judges(tmp_path / "cycada", tmp_path / "run")
+    own = fewshot_judges(tmp_path / "run")
+    assert verdict["judge_source_accuracy"] == own["judge_source_accuracy"]  # the same judge
+    assert 0 <= verdict["content_preservation"] <= 1 and verdict["style_distance"] >= 0
+    with pytest.raises(ValueError, match="not a cycada run"):
+        cycada_judges(tmp_path / "run", tmp_path / "run")

@@ -138,6 +138,33 @@ def _judge_trained(run: TrainedRun) -> bool:
     return run.config.method.translator != "identity" or "judge" in weights.split(":")[-1]
 
 
+def _judge(run: TrainedRun, run_dir: str | Path, translate, judge: nn.Module | None,
+           count: int, batch_size: int) -> dict:
+    """Content preservation (``judge`` on ``translate``d source test images), style distance
+    and the run's final accuracy, on the first ``count`` source and target test images."""
+    source_set = run.load_split(run.config.data.source, "test")
+    target_set = run.load_split(run.config.data.target, "test")
+    source = source_set.images[:count].float().div(255).to(run.device)
+    target = target_set.images[:count].float().div(255).to(run.device)
+    labels = source_set.labels[:count].to(run.device)
+    translated = torch.cat([translate(source[start:start + batch_size]).clamp(0, 1)
+                            for start in range(0, len(source), batch_size)])
+
+    def judge_accuracy(images: Tensor) -> float | None:
+        if judge is None:
+            return None
+        logits = torch.cat([judge(images[start:start + batch_size])
+                            for start in range(0, len(images), batch_size)])
+        return float((logits.argmax(1) == labels).float().mean())
+
+    result = read_json(RunDir(run_dir).result, "the run has not finished")
+    return {"run": str(run_dir), "images": len(source),
+            "content_preservation": judge_accuracy(translated),
+            "judge_source_accuracy": judge_accuracy(source),
+            "style_distance": style_distance(translated, source, target),
+            "accuracy": result.get("final_target_accuracy")}
+
+
 @torch.no_grad()
 def fewshot_judges(run_dir: str | Path, root: str | None = None, which: str = "last",
                    count: int = 2000, batch_size: int = 250) -> dict:
@@ -154,24 +181,26 @@ def fewshot_judges(run_dir: str | Path, root: str | None = None, which: str = "l
     method = _fewshot(run, run_dir)
     if method.examples.numel() == 0:
         raise ValueError(f"{run_dir} stored no target examples (its task stage never ran)")
-    source_set = run.load_split(run.config.data.source, "test")
-    target_set = run.load_split(run.config.data.target, "test")
-    source = source_set.images[:count].float().div(255).to(run.device)
-    target = target_set.images[:count].float().div(255).to(run.device)
-    labels = source_set.labels[:count].to(run.device)
-    translated = torch.cat([method.to_target(source[start:start + batch_size])
-                            for start in range(0, len(source), batch_size)])
+    judge = method.judge if _judge_trained(run) else None
+    return {"translator": run.config.method.translator, "shots": len(method.examples),
+            **_judge(run, run_dir, method.to_target, judge, count, batch_size)}
 
-    def judge_accuracy(images: Tensor) -> float:
-        logits = torch.cat([method.judge(images[start:start + batch_size])
-                            for start in range(0, len(images), batch_size)])
-        return float((logits.argmax(1) == labels).float().mean())
 
-    trained = _judge_trained(run)
-    result = read_json(RunDir(run_dir).result, "the run has not finished")
-    return {"run": str(run_dir), "translator": run.config.method.translator,
-            "shots": len(method.examples), "images": len(source),
-            "content_preservation": judge_accuracy(translated) if trained else None,
-            "judge_source_accuracy": judge_accuracy(source) if trained else None,
-            "style_distance": style_distance(translated, source, target),
-            "accuracy": result.get("final_target_accuracy")}
+@torch.no_grad()
+def cycada_judges(run_dir: str | Path, judge_run: str | Path, root: str | None = None,
+                  which: str = "last", count: int = 2000, batch_size: int = 250) -> dict:
+    """The same judges for a CyCADA run (its CycleGAN trained on the whole unlabeled target
+    set: the many-shot reference), content read by ``judge_run``'s content judge (a
+    ``fewshot_pixel`` run of the same source and geometry)."""
+    run = restore_run(run_dir, which, root)
+    translator = getattr(run.method, "translator", None)
+    if run.config.method.name != "cycada" or translator is None:
+        raise ValueError(f"{run_dir} is not a cycada run")
+    judge = restore_run(judge_run, "last", root, device=str(run.device))
+    if judge.protocol["input"] != run.protocol["input"]:
+        raise ValueError(f"the judge run {judge_run} reads {judge.protocol['input']} images; "
+                         f"{run_dir} translates {run.protocol['input']}")
+    content_judge = _fewshot(judge, judge_run).judge if _judge_trained(judge) else None
+    return {"translator": "cycada_pixel", "shots": None,
+            **_judge(run, run_dir, translator.source_to_target, content_judge, count,
+                     batch_size)}
