@@ -76,13 +76,13 @@ def fewshot_grids(run_dirs: list[str | Path], examples: str | None = None,
             tiles = tiles.expand(-1, 3, -1, -1)
         grid = make_grid(tiles, nrow=len(chosen) + 2, padding=1, pad_value=1)
         panels.append((f"{run.config.method.translator} ({Path(run_dir).name})", grid))
-    figure, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
+    figure, axes = subplots(1, len(panels), figsize=(3.6 * len(panels), 4.2), squeeze=False)
     for axis, (title, grid) in zip(axes[0], panels, strict=True):
         axis.imshow(grid.permute(1, 2, 0).numpy())
         axis.set_title(title, fontsize=7)
         axis.axis("off")
-    figure.suptitle("top: the K examples; rows: source, one output per example, all K",
-                    fontsize=7)
+    figure.suptitle("top: the K examples. Rows: a source image, its output for each example "
+                    "alone, then for all K", fontsize=6, wrap=True)
     figure.tight_layout()
     path = Path(output) if output is not None else Path(run_dirs[0]) / "fewshot.png"
     path.parent.mkdir(parents=True, exist_ok=True)
