@@ -65,8 +65,11 @@ def no_environment_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry() -> None:
+    from tamebias.data.styles import STYLES
+
     assert set(DATASETS) == {"mnist", "usps", "svhn", "mnist5k", "ucidigits", "digits-vectors",
-                             "digits-vectors-shifted", "mnistblend", "uspsblend"}
+                             "digits-vectors-shifted", "mnistblend", "uspsblend",
+                             *(f"style-{name}" for name in STYLES)}
     for name, info in DATASETS.items():
         assert isinstance(info, DatasetInfo) and info.name == name
         assert info.splits == ("train", "test") and "\n" not in info.description

@@ -410,7 +410,8 @@ def bench(
 
 @app.command()
 def translate(
-    run_dir: Annotated[Path, typer.Argument(help="A run of a pixel-level method (cycada).")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="A run of a pixel-level method (cycada); leave out with --few-shot.")] = None,
     output: Annotated[Path | None, typer.Option(
         help="PNG path for the grids (default RUN/translation.png).")] = None,
     count: Annotated[int, typer.Option(help="Test images per row.")] = 12,
@@ -425,12 +426,39 @@ def translate(
         "translation (e.g. an oracle trained on labeled target images): how many translations "
         "keep their class, and the most frequent flips. A diagnosis, not a selection rule.")
     ] = None,
+    few_shot: Annotated[list[Path] | None, typer.Option(
+        "--few-shot", help="A fewshot_pixel run (FUNIT / COCO-FUNIT); repeat to draw several "
+        "side by side: rows of source test images, one column per example, the last one all "
+        "K together; prints each run's judges.")] = None,
+    examples: Annotated[str | None, typer.Option(
+        help="With --few-shot: the dataset the examples come from (name, folder:PATH, "
+        "npz:PATH); default each run's own K target examples.")] = None,
+    shots: Annotated[int, typer.Option(help="With --examples: how many examples.")] = 5,
     data_root: DataRoot = None,
 ) -> None:
     """Show what a run's image translator learned: rows of source, source->target and its
     cycle reconstruction, then target, target->source and its reconstruction."""
     from .translation import export_translated, judge_translation, translation_grids
 
+    if few_shot:
+        from .fewshot_translation import fewshot_grids, fewshot_judges
+
+        with user_errors():
+            path = fewshot_grids(list(few_shot), examples, output, min(count, 8), shots,
+                                 data_root, which)
+            console.print(f"wrote {path}")
+            for run in few_shot:
+                verdict = fewshot_judges(run, data_root, which)
+                kept = verdict["content_preservation"]
+                console.print(
+                    f"{run} ({verdict['translator']}, K={verdict['shots']}): content "
+                    f"preservation {'n/a' if kept is None else f'{100 * kept:.2f}%'}, style "
+                    f"distance {verdict['style_distance']:.3f}, target accuracy "
+                    f"{100 * verdict['accuracy']:.2f}%")
+        return
+    if run_dir is None:
+        errors.print("error: give a run folder, or --few-shot RUN")
+        raise typer.Exit(2)
     with user_errors():
         path = translation_grids(run_dir, output, count, data_root, which)
         console.print(f"wrote {path}")

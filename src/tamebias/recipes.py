@@ -56,6 +56,13 @@ PIXEL_ONLY = ("method.feature_steps=0",)
 FIXMATCH = ("method.self_training.mode=fixmatch",)
 SOURCE_MODEL = Requirement("source_only+bn+aug", ("classifier",))
 PIXEL_BN_AUG = (*PIXEL_ONLY, *BN_AUG, "train.selection=im")
+# FUNIT's released sizes (animal faces: width 64, style 64, MLP 256, batch 64, 100k steps)
+# where they fit 32 px digits (2 downsamples, not 3), for a GPU
+FUNIT_GPU = ("method.network.width=64", "method.network.style_dim=64",
+             "method.network.mlp_width=256", "method.network.style_downsamples=4",
+             "method.network.critic_width=64", "method.network.critic_blocks=5",
+             "method.network.bias_dim=1024", "method.translate_batch=64",
+             "method.translate_steps=100000", "method.steps=5000")
 
 
 def _recipes(*recipes: Recipe) -> dict[str, Recipe]:
@@ -110,6 +117,16 @@ RECIPES: dict[str, Recipe] = _recipes(
     Recipe("cycada_pixel+bn+aug", "cycada", PIXEL_BN_AUG, (SOURCE_MODEL,),
            published_as="cycada_pixel",
            summary="pixel-only CyCADA with batch norm and weak views, from source_only+bn+aug"),
+    # few-shot pixel alignment (docs/fewshot.md)
+    Recipe("fewshot_funit", "fewshot_pixel", ("method.translator=funit",),
+           summary="few-shot pixel alignment with a FUNIT translator trained on seen styles"),
+    Recipe("fewshot_coco_funit", "fewshot_pixel", ("method.translator=coco_funit",),
+           summary="few-shot pixel alignment with a COCO-FUNIT translator"),
+    Recipe("fewshot_coco_funit+gpu", "fewshot_pixel", ("method.translator=coco_funit",
+                                                       *FUNIT_GPU),
+           summary="fewshot_coco_funit with FUNIT's own network sizes (a GPU run)"),
+    Recipe("fewshot_funit+gpu", "fewshot_pixel", ("method.translator=funit", *FUNIT_GPU),
+           summary="fewshot_funit with FUNIT's own network sizes (a GPU run)"),
     Recipe("cycada+bn+aug", "cycada", (*BN_AUG, "train.selection=im"),
            (Requirement("cycada_pixel+bn+aug", ("translator", "teacher", "classifier")),),
            published_as="cycada",

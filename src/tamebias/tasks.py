@@ -208,6 +208,22 @@ TASKS["digits-vectors"] = Task(
     backbone="mlp", steps=2000,
 )
 
+# few-shot pixel alignment (methods/fewshot.py, docs/fewshot.md): MNIST -> a target known from
+# K unlabeled images (data.target_subset=K, drawn with data.subset_seed); two held-back
+# generated styles (data/styles.py) and USPS; 32x32 RGB; the task stage's budget
+FEWSHOT_TARGETS = {"flowerblend": "style-flower-blend",
+                   "pinkoutline": "style-pink-outline-on-teal-noisy", "usps": "usps"}
+FEWSHOT_TASKS = []
+for _short, _target in FEWSHOT_TARGETS.items():
+    for _shots in (1, 5):
+        FEWSHOT_TASKS.append(f"mnist-{_short}-{_shots}shot")
+        TASKS[FEWSHOT_TASKS[-1]] = Task(
+            f"MNIST train -> {_target}, known from {_shots} unlabeled target training image(s) "
+            f"(data.target_subset); tested on {_target} test; 32x32 RGB",
+            {"source": "mnist", "target": _target, "target_subset": _shots, **COLOUR_32},
+            steps=300, extra={"train.selection": "last"},
+        )
+
 SUITES: dict[str, list[str]] = {
     "digits": ["mnist-usps", "usps-mnist", "mnist-usps-adda", "usps-mnist-adda",
                "mnist5k-ucidigits"],
@@ -218,6 +234,7 @@ SUITES: dict[str, list[str]] = {
     "officehome-ssda": OFFICEHOME_SSDA_TASKS,
     "digits-ssda": [f"{pair}-ssda{shots}" for pair in SSDA_PAIRS for shots in (1, 3)],
     "colour": ["mnist-mnistblend", "usps-uspsblend"],
+    "fewshot": FEWSHOT_TASKS,
     "categoryshift": [f"{pair}-{setting}" for pair in ("mnist-usps", "mnist5k-ucidigits")
                       for setting in SHIFT_SETTINGS],
     # DANCE's own test (the images, ResNet-50 ImageNet weights and a GPU)

@@ -38,6 +38,7 @@ from tamebias.data.readers import (
     read_usps_h5,
     read_usps_libsvm,
 )
+from tamebias.data.styles import style_datasets
 from tamebias.data.transforms import to_geometry
 from tamebias.data.vector_shift import VECTOR_DATASETS
 from tamebias.data.vectors import npz_kind, read_array_npz
@@ -298,6 +299,9 @@ DATASETS: dict[str, DatasetInfo] = {
 # feature-vector datasets (a synthetic shift made here; data/vector_shift.py)
 DATASETS.update({name: DatasetInfo(name, description, SPLITS, loader)
                  for name, (description, loader) in VECTOR_DATASETS.items()})
+# MNIST in the generated digit styles of few-shot translation (data/styles.py)
+DATASETS.update({name: DatasetInfo(name, description, SPLITS, loader)
+                 for name, (description, loader) in style_datasets(_load_mnist).items()})
 
 
 def _folder_classes(folder: Path) -> list[str]:

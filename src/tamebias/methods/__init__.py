@@ -14,6 +14,7 @@ from .cycada import CyCADA
 from .dan import DAN
 from .dance import DANCE
 from .dann import DANN
+from .fewshot import FewShotPixel
 from .mcc import MCC
 from .mcd import MCD
 from .mdd import MDD
@@ -33,6 +34,7 @@ METHODS: dict[str, type[Method]] = {
     "self_training": SelfTrainingMethod,
     "dance": DANCE,
     "cycada": CyCADA,
+    "fewshot_pixel": FewShotPixel,  # few-shot pixel alignment (FUNIT / COCO-FUNIT)
     "cdan": CDAN,
     "mcc": MCC,
     "mdd": MDD,

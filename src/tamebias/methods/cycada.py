@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +17,7 @@ from ..models.norm import batch_norms
 from ..models.translator import CycleGAN, TranslatorConfig
 from .base import Method, Stage, StepContext
 from .common import classification_step, source_stage
-from .parts import adversarial_feature_step
+from .parts import adversarial_feature_step, evaluating, input_channels
 
 
 def _gan_optim() -> OptimConfig:
@@ -49,25 +47,6 @@ class CyCADAConfig(MethodConfig):
     task_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
     feature_optim: OptimConfig = field(default_factory=_gan_optim)
     critic_hidden: tuple[int, ...] = (500, 500)  # the feature stage's critic (ADDA's)
-
-
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode (a fixed translator: BatchNorm statistics do not move)."""
-    mode = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(mode)
-
-
-def input_channels(classifier: Classifier) -> int:
-    """The image channels the classifier reads (those of its first convolution)."""
-    for module in classifier.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    raise ValueError("cycada needs a convolutional backbone to know the image channels")
 
 
 class CyCADA(Method):

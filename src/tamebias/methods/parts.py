@@ -29,6 +29,8 @@ distribution), which keeps self-training from collapsing onto a few classes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -262,3 +264,23 @@ def mcc_term(config: MCCConfig, target_logits: Tensor | None) -> tuple[Tensor, d
                            else target_logits.device), {}
     loss = class_confusion_loss(target_logits, config.temperature)
     return config.weight * loss, {"mcc_loss": loss.detach()}
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (a fixed translator: BatchNorm statistics do not move)."""
+    mode = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(mode)
+
+
+def input_channels(classifier: Classifier) -> int:
+    """The image channels the classifier reads (those of its first convolution)."""
+    for module in classifier.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise ValueError("a pixel-level method (cycada, fewshot_pixel) needs a convolutional backbone "
+                     "to know the image channels")

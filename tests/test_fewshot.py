@@ -1,0 +1,141 @@
+"""Few-shot pixel alignment: generated styles, FUNIT / COCO-FUNIT translators, the method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tamebias.api import fit, restore_run
+from tamebias.data.imageset import DataError, ImageSet
+from tamebias.data.styles import SEEN_STYLES, STYLES, UNSEEN_STYLES, render, render_set
+from tamebias.fewshot_translation import cycada_judges, fewshot_judges, style_distance
+from tamebias.models.funit import FewShotTranslator, FewShotTranslatorConfig, adain
+
+SMALL = FewShotTranslatorConfig(width=4, style_dim=8, mlp_width=16, bias_dim=8,
+                                critic_width=4, critic_blocks=2)
+
+
+def digits(count: int = 6, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.zeros(count, 1, 16, 16)
+    for index in range(count):
+        top = int(torch.randint(2, 8, (1,), generator=generator))
+        images[index, 0, top:top + 6, 5:11] = 1.0
+    return images
+
+
+def test_adain_sets_the_channel_statistics_it_is_given():
+    features = torch.randn(3, 5, 8, 8) * 4 + 2
+    scale, shift = torch.rand(3, 5) + 0.5, torch.randn(3, 5)
+    output = adain(features, scale, shift)
+    assert torch.allclose(output.mean((2, 3)), shift, atol=1e-4)
+    assert torch.allclose(output.var((2, 3), unbiased=False).sqrt(), scale, atol=1e-3)
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_averaging_k_style_codes_equals_the_code_of_k_copies(conditioned):
+    torch.manual_seed(0)
+    translator = FewShotTranslator(3, SMALL, conditioned=conditioned).eval()
+    examples = render(digits(4), "red-on-black", torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        together = translator.example_style(examples)
+        one_by_one = torch.stack([translator.example_style(e[None]) for e in examples])
+        assert torch.allclose(together, one_by_one.mean(0), atol=1e-6)
+        copies = examples[:1].expand(5, -1, -1, -1)
+        assert torch.allclose(translator.example_style(copies),
+                              translator.example_style(examples[:1]), atol=1e-6)
+        # per-image examples (B x K x C x H x W) average within each image's K
+        batched = translator.example_style(examples.view(2, 2, *examples.shape[1:]))
+        assert torch.allclose(batched[1], translator.example_style(examples[2:]), atol=1e-6)
+
+
+def test_content_conditioned_code_changes_with_the_content_and_funit_s_does_not():
+    torch.manual_seed(0)
+    images = render(digits(2), "plain")
+    style_images = render(digits(3, seed=5), "green-on-navy", torch.Generator().manual_seed(2))
+    codes = {}
+    for conditioned in (False, True):
+        translator = FewShotTranslator(3, SMALL, conditioned=conditioned).eval()
+        with torch.no_grad():
+            style = translator.example_style(style_images)
+            code = translator.style_code(translator.content(images), style)
+        codes[conditioned] = code
+    assert torch.equal(codes[False][0], codes[False][1])  # FUNIT: the examples' code alone
+    assert not torch.allclose(codes[True][0], codes[True][1])  # COCO-FUNIT: depends on x
+
+
+def test_styles_are_deterministic_from_recipe_and_seed():
+    gray = (digits(8) * 255).to(torch.uint8)
+    dataset = ImageSet(gray, torch.arange(8) % 3, ["0", "1", "2"], "tiny", {})
+    for name in ("white-on-china", "flower-blend", "yellow-noisy-on-blue"):
+        first, second = render_set(dataset, name, 11), render_set(dataset, name, 11)
+        assert torch.equal(first.images, second.images)
+        assert first.images.shape == (8, 3, 32, 32) and first.images.dtype == torch.uint8
+        assert first.meta["style"] == STYLES[name].recipe() and first.meta["style_seed"] == 11
+        assert torch.equal(first.labels, dataset.labels)
+        assert not torch.equal(first.images, render_set(dataset, name, 12).images)
+    assert not set(SEEN_STYLES) & set(UNSEEN_STYLES)
+    with pytest.raises(DataError, match="no digit style"):
+        render(digits(1), "no-such-style")
+
+
+def test_style_distance_is_zero_on_target_and_one_on_source():
+    source = render(digits(16), "plain")
+    target = render(digits(16, seed=3), "flower-blend", torch.Generator().manual_seed(0))
+    assert style_distance(source, source, target) == pytest.approx(1.0)
+    assert style_distance(target, source, target) == pytest.approx(0.0, abs=1e-6)
+
+
+def fewshot(tiny_overrides, *more):
+    return [*tiny_overrides, "method.name=fewshot_pixel", "data.target_subset=3",
+            "train.selection=last", "method.network.width=4", "method.network.critic_width=4",
+            "method.network.critic_blocks=2", *more]
+
+
+def test_identity_translator_leaves_the_result_equal_to_source_only(tiny_overrides, tmp_path):
+    plain = fit(None, [*tiny_overrides, "method.name=source_only", "train.selection=last"],
+                run_dir=tmp_path / "source_only")
+    identity = fit(None, fewshot(tiny_overrides, "method.translator=identity",
+                                 "method.source_steps=0"), run_dir=tmp_path / "identity")
+    assert [r["stage"] for r in identity.history] == ["task", "task"]
+    assert identity.final_target_accuracy == plain.final_target_accuracy
+    first = restore_run(tmp_path / "source_only", "last").method.classifier.state_dict()
+    second = restore_run(tmp_path / "identity", "last").method.classifier.state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_translator_trains_on_seen_styles_then_the_task_uses_the_k_examples(
+        tiny_overrides, tmp_path):
+    from typer.testing import CliRunner
+
+    from tamebias.cli import app
+
+    overrides = fewshot(tiny_overrides, "method.translator=coco_funit", "method.source_steps=2",
+                        "method.translate_steps=2", "method.steps=2")
+    result = fit(None, overrides, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "stage-translate.pt").exists()
+    run = restore_run(tmp_path / "run", "last")
+    assert run.method.examples.shape == (3, 1, 16, 16)  # the K = 3 target images
+    assert result.steps == 6
+    # the task stage again on the trained translator: only `task` runs, from its source model
+    again = fit(None, [*overrides, f"init.weights={tmp_path / 'run'}:translator,teacher,judge"],
+                run_dir=tmp_path / "task")
+    assert [r["stage"] for r in again.history] == ["task"]
+    outcome = CliRunner().invoke(app, ["translate", "--few-shot", str(tmp_path / "run"),
+                                       "--few-shot", str(tmp_path / "task"), "--count", "3",
+                                       "--output", str(tmp_path / "grid.png")])
+    assert outcome.exit_code == 0, outcome.output
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert "content preservation" in outcome.output and "style distance" in outcome.output
+    missing = CliRunner().invoke(app, ["translate", "--few-shot", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+    # the many-shot reference (CyCADA) read by the same judges, its content by this judge
+    fit(None, [*tiny_overrides, "method.name=cycada", "method.source_steps=2",
+               "method.translate_steps=2", "method.steps=2", "method.feature_steps=0"],
+        run_dir=tmp_path / "cycada")
+    verdict = cycada_judges(tmp_path / "cycada", tmp_path / "run")
+    own = fewshot_judges(tmp_path / "run")
+    assert verdict["judge_source_accuracy"] == own["judge_source_accuracy"]  # the same judge
+    assert 0 <= verdict["content_preservation"] <= 1 and verdict["style_distance"] >= 0
+    with pytest.raises(ValueError, match="not a cycada run"):
+        cycada_judges(tmp_path / "run", tmp_path / "run")
