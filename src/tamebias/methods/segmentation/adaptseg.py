@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import Tensor
-
 from ...config import MethodConfig, OptimConfig
-from ...data.batch import DomainBatch
-from ...models.critics import PixelCritic
-from ...models.segmenters import Segmenter
-from ..base import Method, Stage, StepContext
-from .common import output_adversarial_step, softmax_map, source_stage
+from .common import OutputAlignment, softmax_map
 
 
 @dataclass
@@ -26,7 +20,7 @@ class AdaptSegConfig(MethodConfig):
         default_factory=lambda: OptimConfig("adam", lr=1e-4, betas=(0.9, 0.99)))
 
 
-class AdaptSeg(Method):
+class AdaptSeg(OutputAlignment):
     """AdaptSegNet (Tsai et al., CVPR 2018, arXiv:1802.10349), single level: a fully
     convolutional critic (``PixelCritic``) learns to tell the segmenter's softmax maps on
     source scenes from those on target scenes; the segmenter minimizes source pixel
@@ -36,22 +30,4 @@ class AdaptSeg(Method):
 
     Config = AdaptSegConfig
     description = "output-space adversarial alignment of softmax maps (AdaptSegNet)"
-
-    def __init__(self, config: AdaptSegConfig, classifier: Segmenter) -> None:
-        super().__init__(config, classifier)
-        self.critic = PixelCritic(classifier.num_classes, config.critic_width)
-
-    def stages(self) -> list[Stage]:
-        config = self.config
-        stages = []
-        if config.source_steps and "classifier" not in self.initialized:
-            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
-        stages.append(Stage("adapt", self.adapt_step,
-                            {"segmenter": [self.classifier], "critic": [self.critic]},
-                            {"segmenter": config.optim, "critic": config.critic_optim},
-                            config.steps))
-        return stages
-
-    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        return output_adversarial_step(self.classifier, self.critic, batch, ctx, softmax_map,
-                                       self.config.adversarial_weight)
+    output_map = staticmethod(softmax_map)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import Tensor
-
 from ...config import MethodConfig, OptimConfig
-from ...data.batch import DomainBatch
-from ...models.critics import PixelCritic
-from ...models.segmenters import Segmenter
-from ..base import Method, Stage, StepContext
-from .common import output_adversarial_step, self_information, source_stage
+from .common import OutputAlignment, self_information
 
 
 @dataclass
@@ -34,7 +28,7 @@ class MinEntConfig(AdventConfig):
     entropy_weight: float = 0.001  # MinEnt's lambda_ent
 
 
-class Advent(Method):
+class Advent(OutputAlignment):
     """ADVENT (Vu et al., CVPR 2019, arXiv:1811.12833). AdvEnt: a fully convolutional critic
     on the weighted self-information maps ``-p log p`` (per class, normalized by log K) tells
     source from target; the segmenter minimizes source pixel cross-entropy plus
@@ -45,28 +39,11 @@ class Advent(Method):
     Config = AdventConfig
     description = "adversarial alignment of entropy maps (AdvEnt), plus optional MinEnt"
 
-    def __init__(self, config: AdventConfig, classifier: Segmenter) -> None:
-        super().__init__(config, classifier)
-        self.critic = PixelCritic(classifier.num_classes, config.critic_width)
+    output_map = staticmethod(self_information)
 
-    def stages(self) -> list[Stage]:
-        config = self.config
-        stages = []
-        if config.source_steps and "classifier" not in self.initialized:
-            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
-        optimizers = {"segmenter": [self.classifier]}
-        optims = {"segmenter": config.optim}
-        if config.adversarial_weight:
-            optimizers["critic"] = [self.critic]
-            optims["critic"] = config.critic_optim
-        stages.append(Stage("adapt", self.adapt_step, optimizers, optims, config.steps))
-        return stages
-
-    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
-        return output_adversarial_step(self.classifier, self.critic, batch, ctx,
-                                       self_information, self.config.adversarial_weight,
-                                       self.config.entropy_weight)
-
+    @property
+    def entropy_weight(self) -> float:  # type: ignore[override]
+        return self.config.entropy_weight
 
 class MinEnt(Advent):
     """MinEnt (Vu et al., CVPR 2019, arXiv:1811.12833): source pixel cross-entropy plus

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from ...config import OptimConfig
 from ...data.batch import DomainBatch, SegmentedBatch
 from ...data.dense import IGNORE_INDEX
-from ..base import Stage, StepContext
+from ...models.critics import PixelCritic
+from ..base import Method, Stage, StepContext
 
 
 def pixel_cross_entropy(logits: Tensor, masks: Tensor) -> Tensor:
@@ -114,3 +115,35 @@ def output_adversarial_step(
                                             + (fake.detach() <= 0).float().mean())
     return {"class_loss": class_loss.detach(),
             "pixel_accuracy": pixel_accuracy(source_logits, source.masks), **metrics}
+
+
+class OutputAlignment(Method):
+    """The shape AdaptSegNet and ADVENT share: a ``PixelCritic`` on one map of the segmenter's
+    outputs (``output_map``: softmax, or weighted self-information), an optional ``source``
+    warm-up stage, then ``adapt`` with :func:`output_adversarial_step` (updates ``segmenter``
+    and, when ``adversarial_weight`` is set, ``critic``). Subclasses name the map."""
+
+    output_map: Callable[[Tensor], Tensor]
+    entropy_weight = 0.0  # MinEnt's term; ADVENT reads it from its config
+
+    def __init__(self, config, classifier: nn.Module) -> None:
+        super().__init__(config, classifier)
+        self.critic = PixelCritic(classifier.num_classes, config.critic_width)
+
+    def stages(self) -> list[Stage]:
+        config = self.config
+        stages = []
+        if config.source_steps and "classifier" not in self.initialized:
+            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
+        optimizers = {"segmenter": [self.classifier]}
+        optims = {"segmenter": config.optim}
+        if config.adversarial_weight:
+            optimizers["critic"] = [self.critic]
+            optims["critic"] = config.critic_optim
+        stages.append(Stage("adapt", self.adapt_step, optimizers, optims, config.steps))
+        return stages
+
+    def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        return output_adversarial_step(self.classifier, self.critic, batch, ctx,
+                                       self.output_map, self.config.adversarial_weight,
+                                       self.entropy_weight)
