@@ -18,7 +18,8 @@ from tamebias.methods.dan import multi_kernel_mmd
 from tamebias.methods.mcc import class_confusion, class_confusion_loss
 from tamebias.methods.mcd import discrepancy
 from tamebias.methods.mdd import margin_disparity
-from tamebias.methods.shot import SHOT, cluster_labels, diversity
+from tamebias.methods.shot import SHOT, cluster_labels, diversity, information_maximization
+from tamebias.models.layers import dropout_off
 from tamebias.training.trainer import Context
 
 LN3 = math.log(3.0)  # logits (ln 3, 0) -> probabilities (0.75, 0.25)
@@ -240,3 +241,43 @@ def test_mcc_composes_into_dann_as_a_config_part(tiny_overrides):
     plain, streams, device = build("dann", tiny_overrides)
     stage = plain.stages()[0]
     assert "mcc_loss" not in stage.step(streams.batch(0), Context.for_stage(stage, device))
+
+
+# -- SHOT's information maximization as a term of ADDA's target-encoder update ---------------
+def test_information_maximization_by_hand():
+    # p = (.75, .25) and (.25, .75): each entropy h = -(.75 ln .75 + .25 ln .25), mean
+    # prediction (.5, .5) has entropy ln 2 (SHOT's 1e-5 inside the log aside)
+    logits = torch.tensor([[LN3, 0.0], [0.0, LN3]])
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    loss, parts = information_maximization(logits)
+    assert float(loss) == pytest.approx(h - math.log(2), abs=1e-4)
+    assert float(parts["entropy"]) == pytest.approx(h, abs=1e-5)
+    assert float(parts["diversity"]) == pytest.approx(math.log(2), abs=1e-4)
+    confident_only, parts = information_maximization(logits, diverse=False)
+    assert float(confident_only) == pytest.approx(h, abs=1e-5) and float(parts["diversity"]) == 0
+
+
+class LossContext(Context):
+    """The loop's context, keeping the loss each named update was given."""
+
+    def update(self, optimizer, loss):
+        self.losses = {**getattr(self, "losses", {}), optimizer: loss.detach().clone()}
+        super().update(optimizer, loss)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_adda_target_encoder_loss_adds_the_weighted_im_term(weight, tiny_overrides):
+    method, streams, device = build("adda", [*tiny_overrides, "method.source_steps=0",
+                                             f"method.im_weight={weight}"])
+    stage = next(stage for stage in method.stages() if stage.name == "adapt")
+    stage.on_start()
+    batch = streams.batch(0)
+    method.train()
+    with torch.no_grad(), dropout_off(method.classifier):  # the encoder the update starts at
+        im = float(information_maximization(method.classifier(batch.target.images))[0])
+    context = LossContext.for_stage(stage, device)
+    metrics = method.adapt_step(batch, context)
+    # the GAN loss (inverted labels, through the critic just updated) plus the weighted term
+    expected = float(metrics["encoder_loss"]) + weight * im
+    assert float(context.losses["target_encoder"]) == pytest.approx(expected, abs=1e-5)
+    assert ("entropy" in metrics) == (weight > 0)

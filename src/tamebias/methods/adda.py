@@ -14,6 +14,7 @@ from ..models.critics import DomainCritic
 from .base import Method, Stage, StepContext
 from .common import source_stage
 from .parts import adversarial_feature_step
+from .shot import information_maximization
 
 
 @dataclass
@@ -28,6 +29,9 @@ class ADDAConfig(MethodConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         "adam", lr=2e-4, betas=(0.5, 0.999)))
     critic_hidden: tuple[int, ...] = (500, 500)
+    # information maximization on target predictions through the fixed source head, added to
+    # the target encoder's loss (SHOT's term: confident and diverse; 0 = the paper's ADDA)
+    im_weight: float = 0.0
 
 
 class ADDA(Method):
@@ -69,6 +73,8 @@ class ADDA(Method):
     def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         source, target = batch.source, batch.target
         assert source is not None and target is not None
+        target_term = information_maximization if self.config.im_weight > 0 else None
         return adversarial_feature_step(self.source_encoder, self.classifier, self.critic,
-                                        source.images, target.images, ctx)
+                                        source.images, target.images, ctx,
+                                        target_term, self.config.im_weight)
 

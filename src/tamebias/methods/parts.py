@@ -29,7 +29,7 @@ distribution), which keeps self-training from collapsing onto a few classes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -62,10 +62,13 @@ class SourceTargetConfig(MethodConfig):
 def adversarial_feature_step(
     source_encoder: Classifier, classifier: Classifier, critic: DomainCritic,
     source_images: Tensor, target_images: Tensor, ctx: StepContext,
+    target_term: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]] | None = None,
+    target_weight: float = 0.0,
 ) -> dict[str, Tensor]:
     """ADDA's adaptation step, shared with CyCADA's feature stage: a critic update on frozen
     source features (1) against target features (0) through optimizer ``critic``, then a
-    ``target_encoder`` update of ``classifier``'s encoder with inverted labels."""
+    ``target_encoder`` update of ``classifier``'s encoder with inverted labels, plus
+    ``target_weight * target_term(target logits)`` when a term is given."""
     with ctx.autocast():
         with torch.no_grad():
             source_features = source_encoder.features(source_images)
@@ -81,11 +84,17 @@ def adversarial_feature_step(
         fooled = critic(target_features)  # inverted labels: target should look source
         encoder_loss = F.binary_cross_entropy_with_logits(
             fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
-    ctx.update("target_encoder", encoder_loss)
+        extra: dict[str, Tensor] = {}
+        total = encoder_loss
+        if target_term is not None:
+            term, extra = target_term(classifier.head(target_features))
+            total = encoder_loss + target_weight * term
+    ctx.update("target_encoder", total)
     return {
         "critic_loss": critic_loss.detach(),
         "encoder_loss": encoder_loss.detach(),
         "critic_accuracy": binary_accuracy(critic_logits, labels),
+        **extra,
     }
 
 

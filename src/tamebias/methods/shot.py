@@ -47,6 +47,17 @@ def diversity(probabilities: Tensor) -> Tensor:
     return -(mean * torch.log(mean + 1e-5)).sum()
 
 
+def information_maximization(logits: Tensor, diverse: bool = True
+                             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """SHOT's information-maximization loss on a batch of logits: mean prediction entropy
+    minus (when ``diverse``) the entropy of the mean prediction: confident, and diverse over
+    the batch. Returns the loss and its two parts as metrics."""
+    logits = logits.float()
+    entropy = prediction_entropy(logits)
+    spread = diversity(logits.softmax(1)) if diverse else torch.zeros_like(entropy)
+    return entropy - spread, {"entropy": entropy.detach(), "diversity": spread.detach()}
+
+
 def cluster_labels(features: Tensor, probabilities: Tensor) -> Tensor:
     """SHOT's self-supervised pseudo-labels: class centroids weighted by the predictions, each
     sample labeled by its nearest centroid (cosine), then centroids of those labels and the
@@ -117,11 +128,8 @@ class SHOT(Method):
                       if config.pseudo_label_weight > 0 else None)
             with ctx.autocast():
                 logits = self.classifier(target.images).float()
-        probabilities = logits.softmax(1)
-        entropy = prediction_entropy(logits)
-        spread = diversity(probabilities) if config.diversity else torch.zeros_like(entropy)
-        loss = config.entropy_weight * (entropy - spread)
-        metrics = {"entropy": entropy.detach(), "diversity": spread.detach()}
+        im_loss, metrics = information_maximization(logits, config.diversity)
+        loss = config.entropy_weight * im_loss
         if pseudo is not None:
             pseudo_loss = F.cross_entropy(logits, pseudo)
             loss = loss + config.pseudo_label_weight * pseudo_loss
