@@ -13,12 +13,13 @@ import tamebias
 from tamebias.api import build_run, build_streams
 from tamebias.compose import load_config
 from tamebias.methods.cdan import RandomizedMultilinear, entropy_weights, multilinear_map
+from tamebias.methods.common import diversity, information_maximization
 from tamebias.methods.coral import coral_loss
 from tamebias.methods.dan import multi_kernel_mmd
 from tamebias.methods.mcc import class_confusion, class_confusion_loss
 from tamebias.methods.mcd import discrepancy
 from tamebias.methods.mdd import margin_disparity
-from tamebias.methods.shot import SHOT, cluster_labels, diversity, information_maximization
+from tamebias.methods.shot import SHOT, cluster_labels
 from tamebias.models.layers import dropout_off
 from tamebias.training.trainer import Context
 

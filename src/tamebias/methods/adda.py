@@ -12,9 +12,8 @@ from ..data.batch import DomainBatch
 from ..models.classifier import Classifier
 from ..models.critics import DomainCritic
 from .base import Method, Stage, StepContext
-from .common import source_stage
+from .common import information_maximization, source_stage
 from .parts import adversarial_feature_step
-from .shot import information_maximization
 
 
 @dataclass

@@ -68,6 +68,23 @@ def prediction_entropy(logits: Tensor) -> Tensor:
     return -(log_probabilities.exp() * log_probabilities).sum(1).mean()
 
 
+def diversity(probabilities: Tensor) -> Tensor:
+    """Entropy of the batch-mean prediction (SHOT's diversity term, to be *maximized*)."""
+    mean = probabilities.mean(0)
+    return -(mean * torch.log(mean + 1e-5)).sum()
+
+
+def information_maximization(logits: Tensor, diverse: bool = True
+                             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """SHOT's information-maximization loss on a batch of logits: mean prediction entropy
+    minus (when ``diverse``) the entropy of the mean prediction: confident, and diverse over
+    the batch. Returns the loss and its two parts as metrics."""
+    logits = logits.float()
+    entropy = prediction_entropy(logits)
+    spread = diversity(logits.softmax(1)) if diverse else torch.zeros_like(entropy)
+    return entropy - spread, {"entropy": entropy.detach(), "diversity": spread.detach()}
+
+
 def domain_labels(source_count: int, target_count: int, device: torch.device) -> Tensor:
     """1 for source, 0 for target, as floats for binary cross-entropy."""
     return torch.cat([torch.ones(source_count, device=device),

@@ -15,7 +15,7 @@ from ..models.layers import dropout_off
 from ..models.memory import MemoryBank
 from ..models.norm import use_domain
 from .base import DataNeeds, Method, Stage, StepContext
-from .common import prediction_entropy, source_stage
+from .common import information_maximization, source_stage
 
 
 def _sgd() -> OptimConfig:
@@ -39,23 +39,6 @@ class SHOTConfig(MethodConfig):
     entropy_weight: float = 1.0
     diversity: bool = True
     pseudo_label_weight: float = 0.3
-
-
-def diversity(probabilities: Tensor) -> Tensor:
-    """Entropy of the batch-mean prediction (SHOT's diversity term, to be *maximized*)."""
-    mean = probabilities.mean(0)
-    return -(mean * torch.log(mean + 1e-5)).sum()
-
-
-def information_maximization(logits: Tensor, diverse: bool = True
-                             ) -> tuple[Tensor, dict[str, Tensor]]:
-    """SHOT's information-maximization loss on a batch of logits: mean prediction entropy
-    minus (when ``diverse``) the entropy of the mean prediction: confident, and diverse over
-    the batch. Returns the loss and its two parts as metrics."""
-    logits = logits.float()
-    entropy = prediction_entropy(logits)
-    spread = diversity(logits.softmax(1)) if diverse else torch.zeros_like(entropy)
-    return entropy - spread, {"entropy": entropy.detach(), "diversity": spread.detach()}
 
 
 def cluster_labels(features: Tensor, probabilities: Tensor) -> Tensor:
