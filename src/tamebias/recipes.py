@@ -105,6 +105,10 @@ RECIPES: dict[str, Recipe] = _recipes(
     Recipe("adda+bn+aug", "adda", (*BN_AUG, "train.selection=im"), (SOURCE_MODEL,),
            published_as="adda",
            summary="ADDA from the source_only+bn+aug run; picked by information maximization"),
+    Recipe("adda+bn+aug+im", "adda", (*BN_AUG, "train.selection=im", "method.im_weight=1.0"),
+           (SOURCE_MODEL,),
+           summary="adda+bn+aug with SHOT's information maximization in the target encoder's "
+           "loss (fit's default)"),
     # universal adaptation
     Recipe("dance+source", "dance", (), (Requirement("source_only", ("classifier",)),),
            summary="DANCE from the source_only run (its backbone; its head as prototypes)"),
