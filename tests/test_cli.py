@@ -336,8 +336,9 @@ def test_demo_smoke(tmp_path, one_thread):
             assert row["gain"] == pytest.approx(
                 100 * (saved["target"]["accuracy"] - baseline["target"]["accuracy"]))
     # ADDA starts from the demo's own source-only run, not a second one
-    adda = json.loads((output / "adda+bn+aug" / "config.json").read_text())
+    adda = json.loads((output / "adda+bn+aug+im" / "config.json").read_text())
     assert adda["init"]["weights"] == f"{output / BASELINE}:classifier"
+    assert adda["method"]["im_weight"] == 1.0
     assert "oracle (analysis)" in result.output and "gain (points)" in result.output
     assert "information maximization" in result.output
     report = invoke("report", output, "-o", tmp_path / "demo.html")

@@ -100,14 +100,15 @@ def fit(
     recipe: Annotated[str | None, typer.Option(
         help="A method or recipe (tamebias list recipes): the method and its parts; runs "
              "it starts from are trained first (or reused). Default with no config file and "
-             "no method set: adda+bn+aug.")] = None,
+             "no method set: adda+bn+aug+im.")] = None,
     recipe_file: RecipeFile = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", help="Train data-parallel on N processes (starts torchrun: one process per "
         "GPU, or N CPU processes); data.batch_size stays the global batch.")] = 1,
 ) -> None:
     """Train one run: a method on a source->target pair, with evaluation and checkpoints.
-    Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with adda+bn+aug."""
+    Plain `tamebias fit` adapts on the embedded pair (mnist5k -> ucidigits) with
+    adda+bn+aug+im."""
     from . import api
     from .recipe_fit import choose, fit_recipe
     from .recipes import load_recipe_file
@@ -280,7 +281,7 @@ def demo(
     output: Annotated[Path | None, typer.Option(help="Folder for the demo's runs.")] = None,
     seed: int = 0,
     recipes: Annotated[str | None, typer.Option(
-        help="Comma-separated recipes (default: source_only+bn+aug, adda+bn+aug, "
+        help="Comma-separated recipes (default: source_only+bn+aug, adda+bn+aug+im, "
              "fixmatch+bn+aug, oracle).")] = None,
     overrides: Overrides = None,
 ) -> None:

@@ -21,7 +21,7 @@ from .rundir import DEMO_FILE
 DEMO_TASK = "mnist5k-ucidigits"
 BASELINE = "source_only+bn+aug"
 # source only, the adaptation recipes, then the oracle (analysis only: target labels)
-DEMO_RECIPES = (BASELINE, "adda+bn+aug", "fixmatch+bn+aug", "oracle")
+DEMO_RECIPES = (BASELINE, "adda+bn+aug+im", "fixmatch+bn+aug", "oracle")
 DEMO_STEPS = 400
 DEMO_EVALUATIONS = 4  # evaluations per run: what the selection rules choose among
 SELECTION_RULES = {

@@ -28,7 +28,7 @@ from .registry import lookup
 from .rundir import RunDir
 
 DEFAULT_TASK = "mnist5k-ucidigits"  # the embedded pair: no download
-DEFAULT_RECIPE = "adda+bn+aug"
+DEFAULT_RECIPE = "adda+bn+aug+im"
 # settings that change where data lives or how progress shows, not what a run computes
 NEUTRAL_KEYS = ("data.root", "data.download", "train.progress", "train.threads",
                 "train.tensorboard", "train.compile", "output_dir")
