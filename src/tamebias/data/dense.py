@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .batch import DomainBatch, SegmentedBatch, UnlabeledBatch
+from .domain import SourceClasses
 from .imageset import DataError, as_float
 from .streams import IndexStream
 
@@ -81,7 +82,7 @@ class DenseSet:
 
 
 @dataclass
-class DenseData:
+class DenseData(SourceClasses):
     """A segmentation task's splits: labeled source train / validation, the target's training
     images (labels kept only for the oracle, ``target_train_masks``) and the labeled target
     test split that is reported."""
@@ -93,14 +94,6 @@ class DenseData:
     target_train_masks: Tensor | None = None  # the oracle's labels (analysis only)
     target_val: None = None  # no labeled target validation in segmentation tasks
     target_shots: None = None
-
-    @property
-    def classes(self) -> list[str]:
-        return self.source_train.classes
-
-    @property
-    def num_classes(self) -> int:
-        return self.source_train.num_classes
 
 
 # -- joint augmentation ------------------------------------------------------------------------

@@ -23,8 +23,23 @@ from .target import align_classes, check_kinds, load_target
 from .transforms import to_geometry
 
 
+class SourceClasses:
+    """The class names and their count, as the labeled source training set has them (shared
+    by the classification and the dense data of a run)."""
+
+    source_train: Any
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source_train.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.source_train.num_classes
+
+
 @dataclass
-class DomainData:
+class DomainData(SourceClasses):
     """The sets a run uses. ``target_train`` keeps its labels only for the oracle and for
     analysis; unsupervised methods receive it through ``UnlabeledBatch`` alone. Under the
     k-shot protocol (``data.target_shots``) ``target_shots`` holds the labeled target images,
@@ -38,13 +53,6 @@ class DomainData:
     target_shots: ImageSet | None = None
     target_val: ImageSet | None = None
 
-    @property
-    def classes(self) -> list[str]:
-        return self.source_train.classes
-
-    @property
-    def num_classes(self) -> int:
-        return self.source_train.num_classes
 
     @property
     def geometry(self) -> tuple[int, int, int]:
