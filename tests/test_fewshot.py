@@ -64,6 +64,20 @@ def test_content_conditioned_code_changes_with_the_content_and_funit_s_does_not(
     assert not torch.allclose(codes[True][0], codes[True][1])  # COCO-FUNIT: depends on x
 
 
+def test_r1_penalty_is_funit_s_mean_output_gradient_norm():
+    """A linear patch critic, logits[b, i] = w_i . x_b (B = 2 images, 3 patches): the
+    gradient of the mean output at each image is sum_i w_i / (B * 3), and the penalty is the
+    squared gradient summed over the batch / B (FUNIT's calc_grad2); the sum-based form would
+    be (B * 3)^2 = 36 times larger."""
+    from tamebias.models.funit import r1_penalty
+
+    weights = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, 0.0, 3.0, 1.0], [0.0, 1.0, 1.0, 2.0]])
+    images = torch.rand(2, 4, requires_grad=True)
+    logits = images @ weights.T  # B x 3 patch outputs
+    per_image = (weights.sum(0) / 6).pow(2).sum()  # |d mean / d x_b|^2, the same for both
+    assert torch.allclose(r1_penalty(logits, images), 2 * per_image / 2)
+
+
 def test_styles_are_deterministic_from_recipe_and_seed():
     gray = (digits(8) * 255).to(torch.uint8)
     dataset = ImageSet(gray, torch.arange(8) % 3, ["0", "1", "2"], "tiny", {})
