@@ -81,8 +81,14 @@ def test_list_prints_every_registered_name():
     names = [*DATASETS, "folder:PATH", "npz:PATH", *METHODS, *BACKBONES, *TASKS]
     for name in names:
         assert re.search(rf"(^|\s){re.escape(name)}\s", result.output), name
-    for section in ("datasets", "backbones", "methods", "tasks"):
+    for section in ("datasets", "backbones", "methods", "tasks", "segmenters", "seg-methods",
+                    "seg-tasks"):
         assert section in result.output
+    result = invoke("list", "seg-methods")  # segmentation: its own registry, listed too
+    from tamebias.methods.segmentation import SEGMENTATION_METHODS
+
+    assert result.exit_code == 0
+    assert all(re.search(rf"(^|\s){name}\s", result.output) for name in SEGMENTATION_METHODS)
 
 
 def test_list_one_section_and_unknown_sections():

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tamebias.data.batch import SegmentedBatch, UnlabeledBatch
 from tamebias.data.dense import IGNORE_INDEX, DenseData, DenseSet, DenseStreams, JointAugmenter
@@ -211,7 +212,7 @@ def fake_scenes(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["source_only", "adabn", "adaptseg", "minent", "advent",
-                                    "cbst", "cycada", "oracle"])
+                                    "cbst", "dacs", "cycada", "oracle"])
 def test_every_segmentation_method_trains_and_reports(method, fake_scenes, tmp_path):
     from tamebias.training.segmentation import fit_segmentation, load_seg_config
 
@@ -279,6 +280,42 @@ def test_class_balanced_pseudo_labels_keep_rare_classes():
     assert (labels[:8] == 0).sum() == 4 and (labels[:8] == IGNORE_INDEX).sum() == 4
 
 
+def test_class_mix_pastes_half_the_source_classes_with_their_labels():
+    from tamebias.methods.segmentation.dacs import class_mix
+
+    torch.manual_seed(0)
+    source_masks = torch.zeros(2, 6, 6, dtype=torch.int64)
+    source_masks[:, 0:2, 0:2], source_masks[:, 3:5, 3:5] = 3, 7
+    source_masks[:, 5, 5] = IGNORE_INDEX  # never a class, never pasted
+    source_images, target_images = torch.ones(2, 3, 6, 6), torch.zeros(2, 3, 6, 6)
+    target_labels = torch.full((2, 6, 6), 9)
+    images, labels, pasted = class_mix(source_images, source_masks, target_images,
+                                       target_labels)
+    for index in range(2):
+        chosen = source_masks[index][pasted[index]].unique()
+        assert len(chosen) == 2  # ceil(3 classes / 2), whole classes only
+        assert torch.equal(pasted[index], torch.isin(source_masks[index], chosen))
+    assert not pasted[:, 5, 5].any()
+    assert torch.equal(images, pasted[:, None].expand_as(images).float())
+    assert torch.equal(labels, torch.where(pasted, source_masks, target_labels))
+
+
+def test_dacs_teacher_follows_the_segmenter_by_ema():
+    from tamebias.methods.segmentation.dacs import DACS, DACSConfig
+    from tamebias.models.segmenters import build_segmenter
+
+    torch.manual_seed(0)
+    method = DACS(DACSConfig(ema=0.75), build_segmenter("unet_small", 3, 3))
+    method.refresh_teacher()
+    before = [p.detach().clone() for p in method.teacher.parameters()]
+    with torch.no_grad():
+        for parameter in method.classifier.parameters():
+            parameter.add_(1.0)
+    method.update_teacher()
+    for old, new in zip(before, method.teacher.parameters(), strict=True):
+        assert torch.allclose(new, old + 0.25)  # 0.75 old + 0.25 (old + 1)
+
+
 def test_output_space_critic_gradient_reaches_the_segmenter():
     from tamebias.data.batch import DomainBatch
     from tamebias.methods.segmentation.common import output_adversarial_step, softmax_map
@@ -312,6 +349,39 @@ def test_output_space_critic_gradient_reaches_the_segmenter():
     output_adversarial_step(segmenter, critic, batch, ctx, softmax_map, 1.0)
     # every source pixel is ignored: the segmenter's whole gradient is the adversarial term
     assert ctx.grads["segmenter"].abs().sum() > 0 and "critic" in ctx.grads
+
+
+def test_unet_small_resolves_one_pixel_strokes_that_fcn_small_blurs():
+    """The reason unet_small is the scene default: its features are at the input's resolution,
+    so a 1-pixel stroke is labelled pixel-exactly; fcn_small's logits are a quarter-resolution
+    map upsampled, and the same budget leaves it far from the stroke."""
+    from tamebias.models.segmenters import build_segmenter
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(16, 1, 24, 24)
+    masks = torch.zeros(16, 24, 24, dtype=torch.int64)
+    for index in range(16):  # one bright 1-pixel vertical stroke at a random column
+        column = int(torch.randint(2, 22, (1,), generator=generator))
+        images[index, 0, 4:20, column] = 1.0
+        masks[index, 4:20, column] = 1
+    ious = {}
+    for name in ("unet_small", "fcn_small"):
+        torch.manual_seed(0)
+        model = build_segmenter(name, 2, 1)
+        assert model.features(images).shape[-2:] == ((24, 24) if name == "unet_small"
+                                                      else (6, 6))
+        optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(40):
+            loss = F.cross_entropy(model(images), masks)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            predictions = model(images).argmax(1)
+        ious[name] = scores_from_confusion(dense_confusion(predictions, masks, 2),
+                                           ["background", "stroke"]).per_class_iou[1]
+    assert ious["unet_small"] > 0.9 and ious["unet_small"] > ious["fcn_small"] + 0.2, ious
 
 
 def test_gta5_to_cityscapes_runs_end_to_end_on_fixtures(tmp_path):

@@ -221,17 +221,22 @@ def adabn_command(
 @app.command("list")
 def list_registered(
     what: Annotated[str, typer.Argument(
-        help="datasets, backbones, methods, recipes, tasks, shifts, or all")] = "all",
+        help="datasets, backbones, methods, recipes, tasks, shifts, segmenters, "
+             "seg-methods, seg-tasks, or all")] = "all",
     full: Annotated[bool, typer.Option(
         "--full", help="Whole descriptions; for recipes their method, overrides and the "
         "runs they start from.")] = False,
 ) -> None:
-    """List datasets, backbones, methods, recipes and benchmark tasks, one line each."""
+    """List datasets, backbones, methods, recipes and benchmark tasks, and the segmentation
+    models, methods and tasks (``tamebias segment``), one line each."""
     from .data.datasets import DATASETS
     from .data.shift import PRESETS
     from .methods import METHODS
+    from .methods.segmentation import SEGMENTATION_METHODS
     from .models.backbones import BACKBONES
+    from .models.segmenters import SEGMENTER_NOTES
     from .recipes import RECIPES
+    from .segbench import SEG_TASKS
     from .tasks import TASKS
 
     def shown(recipe) -> str:
@@ -258,6 +263,9 @@ def list_registered(
         "recipes": {n: shown(r) for n, r in RECIPES.items()},
         "tasks": {n: t.description for n, t in TASKS.items()},
         "shifts": {n: p.description for n, p in PRESETS.items()},
+        "segmenters": dict(SEGMENTER_NOTES),
+        "seg-methods": {n: m.description for n, m in SEGMENTATION_METHODS.items()},
+        "seg-tasks": {n: t.description for n, t in SEG_TASKS.items()},
     }
     what = "recipes" if what == "variants" else what  # the former name
     if what != "all" and what not in sections:

@@ -58,7 +58,7 @@ class SegDataConfig:
 
 @dataclass
 class SegModelConfig:
-    name: str = "fcn_small"  # SEGMENTERS
+    name: str = "unet_small"  # SEGMENTERS
     pretrained: str | None = None  # imagenet (torch hub cache) or a ResNet-50 weights file
 
 

@@ -14,6 +14,7 @@ from .adaptseg import AdaptSeg
 from .advent import Advent, MinEnt
 from .cbst import CBST
 from .cycada import SegCyCADA
+from .dacs import DACS
 from .oracle import SegOracle
 from .source_only import SegSourceOnly
 
@@ -25,6 +26,7 @@ SEGMENTATION_METHODS: dict[str, type[Method]] = {
     "advent": Advent,
     "cbst": CBST,
     "cycada": SegCyCADA,
+    "dacs": DACS,
     "oracle": SegOracle,
 }
 

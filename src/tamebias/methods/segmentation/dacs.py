@@ -1,0 +1,144 @@
+"""DACS: cross-domain mixed sampling for segmentation (Tranheden et al., WACV 2021,
+arXiv:2007.08702)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...config import MethodConfig, OptimConfig
+from ...data.batch import DomainBatch, SegmentedBatch
+from ...data.dense import IGNORE_INDEX
+from ...models.segmenters import Segmenter
+from ..base import Method, Stage, StepContext
+from .common import pixel_accuracy, pixel_cross_entropy, source_stage
+
+
+@dataclass
+class DACSConfig(MethodConfig):
+    name: str = "dacs"
+    source_steps: int = 2000
+    steps: int = 2000
+    ema: float = 0.99  # the mean teacher's decay
+    threshold: float = 0.968  # a target image's pseudo-label weight: its share above this
+    jitter: float = 0.2  # colour jitter strength (brightness, contrast, saturation, hue)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
+
+
+def class_mix(source_images: Tensor, source_masks: Tensor, target_images: Tensor,
+              target_labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ClassMix across domains: for each pair, the pixels of half (rounded up) of the classes
+    in the source label map, chosen at random, are pasted onto the target image; the mixed
+    label map is the source label there and the target's pseudo-label elsewhere. Returns the
+    mixed images, mixed labels and the pasted-pixel mask (``B x H x W`` bool)."""
+    pasted = torch.zeros_like(source_masks, dtype=torch.bool)
+    for index, mask in enumerate(source_masks):
+        classes = mask.unique()
+        classes = classes[classes != IGNORE_INDEX]
+        chosen = classes[torch.randperm(len(classes))[:(len(classes) + 1) // 2]
+                         .to(classes.device)]
+        pasted[index] = torch.isin(mask, chosen)
+    images = torch.where(pasted[:, None], source_images, target_images)
+    labels = torch.where(pasted, source_masks, target_labels)
+    return images, labels, pasted
+
+
+def strong_photometric(images: Tensor, strength: float) -> Tensor:
+    """DACS's strong augmentation of the mixed images, per image: colour jitter (probability
+    0.8; brightness, contrast, saturation and hue by ``strength``, hue by a quarter of it)
+    and a Gaussian blur (probability 0.5, sigma 0.15-1.15). Draws from the global generator
+    (checkpointed by the loop, so resume stays exact)."""
+    from torchvision.transforms import v2
+
+    colour = images.shape[1] == 3
+    jitter = v2.ColorJitter(strength, strength, strength if colour else 0,
+                            strength / 4 if colour else 0)
+    blur = v2.GaussianBlur(3, sigma=(0.15, 1.15))
+    out = []
+    for image in images:
+        if torch.rand(()) < 0.8:
+            image = jitter(image)
+        if torch.rand(()) < 0.5:
+            image = blur(image)
+        out.append(image)
+    return torch.stack(out).clamp(0, 1)
+
+
+class DACS(Method):
+    """DACS (Tranheden et al., WACV 2021, arXiv:2007.08702): stage ``source`` trains on
+    labelled source scenes (skipped when started from a source-only run); stage ``mix``
+    trains on source pixel cross-entropy plus cross-entropy on mixed images: source classes
+    pasted onto target scenes (:func:`class_mix`), labelled by the source map where pasted
+    and by a mean teacher's (EMA of the segmenter, decay ``ema``) argmax elsewhere, strongly
+    augmented (:func:`strong_photometric`). Pseudo-labelled pixels are weighted by the share
+    of their image's pixels the teacher predicts with confidence above ``threshold`` (DACS's
+    weighting), pasted source pixels by 1. The teacher runs its batch norms on the target
+    batch's own statistics (the "+bn" of the classification recipes: its pseudo-labels are
+    not made with source statistics); its stored statistics follow the segmenter's."""
+
+    Config = DACSConfig
+    description = "cross-domain ClassMix with mean-teacher pseudo-labels (DACS)"
+    frozen_modules = ("teacher",)
+
+    def __init__(self, config: DACSConfig, classifier: Segmenter) -> None:
+        super().__init__(config, classifier)
+        if not 0 <= config.ema < 1:
+            raise ValueError("method.ema must be in [0, 1)")
+        self.teacher = copy.deepcopy(classifier)
+
+    def stages(self) -> list[Stage]:
+        config = self.config
+        stages = []
+        if config.source_steps and "classifier" not in self.initialized:
+            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
+        stages.append(Stage("mix", self.mix_step, {"segmenter": [self.classifier]},
+                            config.optim, config.steps, on_start=self.refresh_teacher))
+        return stages
+
+    def refresh_teacher(self) -> None:
+        self.teacher.load_state_dict(self.classifier.state_dict())
+
+    @torch.no_grad()
+    def pseudo_labels(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's argmax and per-image confident share on target ``images``."""
+        self.teacher.train()  # batch statistics of the target batch
+        probabilities = self.teacher(images).float().softmax(1)
+        confidence, labels = probabilities.max(1)
+        return labels, (confidence >= self.config.threshold).float().mean((1, 2))
+
+    def mix_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
+        source, target = batch.source, batch.target
+        assert isinstance(source, SegmentedBatch) and target is not None
+        labels, quality = self.pseudo_labels(target.images)
+        images, mixed_labels, pasted = class_mix(source.images, source.masks, target.images,
+                                                 labels)
+        images = strong_photometric(images, self.config.jitter)
+        weights = torch.where(pasted, torch.ones_like(quality)[:, None, None],
+                              quality[:, None, None])
+        with ctx.autocast():
+            source_logits = self.classifier(source.images)
+            mixed_logits = self.classifier(images)
+        class_loss = pixel_cross_entropy(source_logits, source.masks)
+        labelled = mixed_labels != IGNORE_INDEX
+        per_pixel = F.cross_entropy(mixed_logits.float(), mixed_labels,
+                                    ignore_index=IGNORE_INDEX, reduction="none")
+        mix_loss = (per_pixel * weights).sum() / labelled.sum().clamp_min(1)
+        ctx.update("segmenter", class_loss + mix_loss)
+        self.update_teacher()
+        return {"class_loss": class_loss.detach(), "mix_loss": mix_loss.detach(),
+                "pseudo_quality": quality.mean(), "pasted_share": pasted.float().mean(),
+                "pixel_accuracy": pixel_accuracy(source_logits, source.masks)}
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        decay = self.config.ema
+        for mean, value in zip(self.teacher.parameters(), self.classifier.parameters(),
+                               strict=True):
+            mean.lerp_(value.detach(), 1 - decay)
+        for mean, value in zip(self.teacher.buffers(), self.classifier.buffers(), strict=True):
+            mean.copy_(value)
+
