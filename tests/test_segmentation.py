@@ -446,6 +446,32 @@ def test_segment_command_names_an_unknown_method(tmp_path):
     assert outcome.exit_code == 2 and "bogus" in outcome.output
 
 
+def test_fit_trains_a_segmentation_task_and_resumes_it(fake_scenes, tmp_path):
+    """`tamebias fit --task <segmentation task>` runs the task's protocol with the chosen
+    segmentation method (its source stage included); --resume finds the run's kind."""
+    from typer.testing import CliRunner
+
+    from tamebias.cli import app
+
+    small = [item for value in fake_scenes for item in ("--set", value)]
+    folder = tmp_path / "dacs-run"
+    outcome = CliRunner().invoke(app, [
+        "fit", "--task", "scenes-mnist-usps", "--recipe", "dacs", "--run-dir", str(folder),
+        *small, "--set", "method.source_steps=2", "--set", "method.steps=2"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "scenes-mnist-usps dacs: target mIoU" in outcome.output
+    stored = json.loads((folder / "config.json").read_text())
+    assert stored["kind"] == "segmentation" and stored["model"]["name"] == "unet_small"
+    assert stored["method"]["name"] == "dacs" and stored["data"]["target"] == "scenes:usps"
+    stages = {json.loads(line).get("stage") for line in
+              (folder / "metrics.jsonl").read_text().splitlines()}
+    assert {"source", "mix"} <= stages
+    again = CliRunner().invoke(app, ["fit", "--resume", str(folder)])
+    assert again.exit_code == 0, again.output
+    assert again.output.split("target mIoU")[1].split("%")[0] == \
+        outcome.output.split("target mIoU")[1].split("%")[0]
+
+
 def test_unknown_selection_rule_is_a_config_error():
     from tamebias.config import ConfigError
     from tamebias.training.segmentation import load_seg_config

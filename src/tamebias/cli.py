@@ -95,12 +95,14 @@ def fit(
     )] = None,
     task: Annotated[str | None, typer.Option(
         help="A task (tamebias list tasks): its data pair, geometry, backbone and steps. "
-             "Default with no config file and no data.source/target: mnist5k-ucidigits.")
+             "Default with no config file and no data.source/target: mnist5k-ucidigits. "
+             "A segmentation task (tamebias list seg-tasks) trains a segmenter.")
     ] = None,
     recipe: Annotated[str | None, typer.Option(
         help="A method or recipe (tamebias list recipes): the method and its parts; runs "
              "it starts from are trained first (or reused). Default with no config file and "
-             "no method set: adda+bn+aug+im.")] = None,
+             "no method set: adda+bn+aug+im; on a segmentation task a segmentation method "
+             "(tamebias list seg-methods), default dacs.")] = None,
     recipe_file: RecipeFile = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", help="Train data-parallel on N processes (starts torchrun: one process per "
@@ -128,6 +130,9 @@ def fit(
     def required(label: str, folder: Path, reused: bool) -> None:
         console.print(f"{'reusing' if reused else 'training'} the {label} run it starts from: "
                       f"{folder}")
+
+    if _segmentation_fit(config, overrides, data_root, run_dir, resume, task, recipe):
+        return
 
     with user_errors():  # e.g. a missing model.pretrained weights file
         if recipe_file is not None:
@@ -216,6 +221,45 @@ def adabn_command(
     before, after = summary["validators"]["before"], summary["validators"]["after"]
     console.print("without target labels (higher is better): " + ", ".join(
         f"{name} {before[name]:.4f} -> {after[name]:.4f}" for name in before))
+
+
+def _segmentation_fit(config: Path | None, overrides: list[str] | None, data_root: str | None,
+                      run_dir: Path | None, resume: Path | None, task: str | None,
+                      recipe: str | None) -> bool:
+    """``fit`` on a segmentation task (``tamebias list seg-tasks``) or ``--resume`` of a
+    segmentation run: the task's protocol, ``--recipe`` a segmentation method (default
+    ``dacs``; its source stage runs for the task's source steps unless ``init=RUN`` names a
+    finished source-only run). False when this is not a segmentation fit."""
+    import json
+
+    from .segbench import SEG_TASKS, task_config
+    from .training.segmentation import fit_segmentation, load_seg_config
+
+    saved = None
+    if resume is not None and (resume / RunDir.CONFIG).exists():
+        saved = json.loads((resume / RunDir.CONFIG).read_text())
+        if saved.get("kind") != "segmentation":
+            return False
+    elif task not in SEG_TASKS:
+        return False
+    with user_errors():
+        if config is not None:
+            raise ConfigError("a segmentation fit takes --task and --set, not a config file")
+        items = _with_root(overrides, data_root)
+        if saved is not None:
+            saved.pop("kind", None)
+            run_config, folder = load_seg_config(items, saved), resume
+        else:
+            method = recipe or "dacs"
+            source = ([f"method.source_steps={SEG_TASKS[task].source_steps}"]
+                      if method not in ("source_only", "oracle") else [])
+            run_config = task_config(task, method, items, source)
+            folder = run_dir or Path("runs") / task / method
+        result = fit_segmentation(run_config, folder)
+    console.print(f"{run_config.task} {run_config.method.name}: target mIoU "
+                  f"{100 * result['miou']:.2f}%  pixel accuracy "
+                  f"{100 * result['pixel_accuracy']:.2f}%  ({result['selection']}; run: {folder})")
+    return True
 
 
 @app.command("list")

@@ -17,7 +17,7 @@ from typing import Any
 
 from .registry import lookup
 from .rundir import RunDir
-from .training.segmentation import fit_segmentation, load_seg_config
+from .training.segmentation import SegRunConfig, fit_segmentation, load_seg_config
 
 SCENE_PROTOCOL = {"data.train_count": 2000, "data.val_count": 200, "data.test_count": 300,
                   "data.size": 48, "data.batch_size": 16, "model.name": "unet_small",
@@ -91,35 +91,43 @@ def run_task(task_name: str, methods: list[str], seeds: list[int], output: Path,
              say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every (method, seed) run of one task into ``output/TASK/METHOD/seedN`` (finished runs
     are reused), and one row per method."""
-    task = lookup(SEG_TASKS, task_name, "segmentation task")
+    lookup(SEG_TASKS, task_name, "segmentation task")  # an unknown task fails before any run
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
-        base = [*task.overrides(), f"task={task_name}", f"train.seed={seed}",
-                *([f"data.root={data_root}"] if data_root else [])]
+        base = [f"train.seed={seed}", *([f"data.root={data_root}"] if data_root else [])]
         source_dir = output / task_name / "source_only" / f"seed{seed}"
         for method in methods:
             if method != "source_only" and method != "oracle" and not RunDir(
                     source_dir).is_finished():
-                run_one(task_name, "source_only", seed, source_dir, base, task, overrides,
+                run_one(task_name, "source_only", seed, source_dir, base, overrides,
                         results if "source_only" in methods else {}, say)
             folder = output / task_name / method / f"seed{seed}"
             extra = [] if method in ("source_only", "oracle") else [f"init={source_dir}"]
-            run_one(task_name, method, seed, folder, [*base, *extra], task, overrides,
-                    results, say)
+            run_one(task_name, method, seed, folder, [*base, *extra], overrides, results, say)
     return [row(task_name, method, runs) for method, runs in results.items()]
 
 
-def run_one(task_name: str, method: str, seed: int, folder: Path, base: list[str],
-            task: SegTask, overrides: list[str], results: dict[str, list[dict[str, Any]]],
-            say: Callable[[str], None]) -> None:
+def task_config(task_name: str, method: str, overrides: list[str],
+                base: list[str] | None = None) -> SegRunConfig:
+    """The config of ``method`` on segmentation task ``task_name``: the task's protocol and
+    data pair, the method's steps under that protocol, then ``overrides`` (``base`` goes
+    between the task and the method: seed, data root, ``init``)."""
+    task = lookup(SEG_TASKS, task_name, "segmentation task")
+    base = [*task.overrides(), f"task={task_name}", *(base or [])]
     settings = [f"method={method}", *_steps(method, task),
                 *(f"method.{k}={json.dumps(v)}" for k, v in
                   task.method_settings.get(method, {}).items())]
     method_optim = [item for item in base if item.startswith("method.optim=")]
     if method == "adabn":  # no optimizer of its own beyond the (skipped) source stage
         method_optim = []
-    config = load_seg_config([*[b for b in base if not b.startswith("method.optim=")],
-                              *settings, *method_optim, *overrides])
+    return load_seg_config([*[b for b in base if not b.startswith("method.optim=")],
+                            *settings, *method_optim, *overrides])
+
+
+def run_one(task_name: str, method: str, seed: int, folder: Path, base: list[str],
+            overrides: list[str], results: dict[str, list[dict[str, Any]]],
+            say: Callable[[str], None]) -> None:
+    config = task_config(task_name, method, overrides, base)
     result = fit_segmentation(config, folder)
     say(f"{task_name} {method} seed {seed}: mIoU {100 * result['miou']:.2f}  pixel acc "
         f"{100 * result['pixel_accuracy']:.2f}  ({result['selection']}, "
