@@ -240,9 +240,11 @@ def r1_penalty(logits: Tensor, images: Tensor) -> Tensor:
     size. ``images`` must require gradients.
 
     The mean matters: for a patch critic the gradient of the *sum* of its ``B x h x w``
-    outputs is ``B h w`` times larger, and the penalty ``(B h w)^2`` times; at batch 16 and
-    4x4 patches that is a 65,536x stronger R1 at the same weight (10), which holds a small
-    critic flat (hinge loss stuck at 2.0, the failure of this project's first FUNIT runs)."""
+    outputs is ``B h w`` times larger, and the penalty ``(B h w)^2`` times. The form used
+    before (half the squared norm of the sum's gradient, averaged over images) was
+    ``(B h w)^2 / 2`` times FUNIT's: 32,768x at batch 16 with 4x4 patches, at the same weight
+    (10). It held the small critic flat (hinge loss stuck at 2.0) in this project's first
+    FUNIT runs."""
     (gradient,) = torch.autograd.grad(logits.float().mean(), images, create_graph=True)
     return gradient.pow(2).sum() / len(images)
 
