@@ -300,6 +300,22 @@ def test_class_mix_pastes_half_the_source_classes_with_their_labels():
     assert torch.equal(labels, torch.where(pasted, source_masks, target_labels))
 
 
+def test_strong_photometric_draws_per_image_and_is_identity_at_zero_strength():
+    from tamebias.methods.segmentation.dacs import strong_photometric
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 12, 12)
+    assert torch.allclose(strong_photometric(images, 0.0, blur_p=0.0), images, atol=1e-5)
+    out = strong_photometric(images, 0.5, jitter_p=1.0, blur_p=1.0)
+    assert out.shape == images.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    ratio = out.mean((1, 2, 3)) / images.mean((1, 2, 3))
+    assert ratio.std() > 0.01  # each image its own factors, not one draw for the batch
+    untouched = strong_photometric(images[:2], 0.5, jitter_p=0.0, blur_p=0.0)
+    assert torch.allclose(untouched, images[:2], atol=1e-5)
+    gray = torch.rand(3, 1, 12, 12)  # one channel: no saturation or hue, still jittered
+    assert strong_photometric(gray, 0.5, jitter_p=1.0).shape == gray.shape
+
+
 def test_dacs_teacher_follows_the_segmenter_by_ema():
     from tamebias.methods.segmentation.dacs import DACS, DACSConfig
     from tamebias.models.segmenters import build_segmenter

@@ -237,8 +237,11 @@ def _segmentation_fit(config: Path | None, overrides: list[str] | None, data_roo
 
     saved = None
     if resume is not None and (resume / RunDir.CONFIG).exists():
-        saved = json.loads((resume / RunDir.CONFIG).read_text())
-        if saved.get("kind") != "segmentation":
+        try:
+            saved = json.loads((resume / RunDir.CONFIG).read_text())
+        except (OSError, ValueError):  # unreadable: the classification path names the fault
+            return False
+        if not isinstance(saved, dict) or saved.get("kind") != "segmentation":
             return False
     elif task not in SEG_TASKS:
         return False

@@ -47,25 +47,54 @@ def class_mix(source_images: Tensor, source_masks: Tensor, target_images: Tensor
     return images, labels, pasted
 
 
-def strong_photometric(images: Tensor, strength: float) -> Tensor:
-    """DACS's strong augmentation of the mixed images, per image: colour jitter (probability
-    0.8; brightness, contrast, saturation and hue by ``strength``, hue by a quarter of it)
-    and a Gaussian blur (probability 0.5, sigma 0.15-1.15). Draws from the global generator
-    (checkpointed by the loop, so resume stays exact)."""
-    from torchvision.transforms import v2
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    return (other + factor[:, None, None, None] * (images - other)).clamp(0, 1)
 
-    colour = images.shape[1] == 3
-    jitter = v2.ColorJitter(strength, strength, strength if colour else 0,
-                            strength / 4 if colour else 0)
-    blur = v2.GaussianBlur(3, sigma=(0.15, 1.15))
-    out = []
-    for image in images:
-        if torch.rand(()) < 0.8:
-            image = jitter(image)
-        if torch.rand(()) < 0.5:
-            image = blur(image)
-        out.append(image)
-    return torch.stack(out).clamp(0, 1)
+
+def strong_photometric(images: Tensor, strength: float, jitter_p: float = 0.8,
+                       blur_p: float = 0.5) -> Tensor:
+    """DACS's strong augmentation of the mixed images, drawn per image and applied to the whole
+    batch at once: colour jitter (probability ``jitter_p``): brightness, contrast and
+    saturation factors in ``[1 - strength, 1 + strength]`` and a hue rotation of up to
+    ``strength / 4`` of a turn (about the gray axis, in YIQ space); then a 3x3 Gaussian blur
+    (probability ``blur_p``, sigma 0.15-1.15). Draws from the global generator (checkpointed by
+    the loop, so resume stays exact)."""
+    count, channels = images.shape[:2]
+    device = images.device
+
+    def factors() -> Tensor:  # 1 where the jitter is not applied
+        drawn = 1 + strength * (2 * torch.rand(count, device=device) - 1)
+        return torch.where(jitter, drawn, torch.ones_like(drawn))
+
+    jitter = torch.rand(count, device=device) < jitter_p
+    out = (images * factors()[:, None, None, None]).clamp(0, 1)  # brightness
+    weights = torch.tensor([0.299, 0.587, 0.114], device=device)
+    gray = ((out * weights[:, None, None]).sum(1, keepdim=True) if channels == 3
+            else out.mean(1, keepdim=True))
+    out = _blend(out, gray.mean((2, 3), keepdim=True).expand_as(out), factors())  # contrast
+    if channels == 3:
+        gray = (out * weights[:, None, None]).sum(1, keepdim=True)
+        out = _blend(out, gray.expand_as(out), factors())  # saturation
+        angle = 2 * torch.pi * (strength / 4) * (2 * torch.rand(count, device=device) - 1)
+        angle = torch.where(jitter, angle, torch.zeros_like(angle))
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                               [0.211, -0.523, 0.312]], device=device)
+        yiq = torch.einsum("ij,bjhw->bihw", to_yiq, out)
+        cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+        i, q = yiq[:, 1], yiq[:, 2]
+        yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], 1)
+        out = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
+    sigma = 0.15 + torch.rand(count, device=device)
+    blurred = torch.rand(count, device=device) < blur_p
+    taps = torch.exp(-torch.tensor([-1.0, 0.0, 1.0], device=device) ** 2
+                     / (2 * sigma[:, None] ** 2))
+    taps = taps / taps.sum(1, keepdim=True)
+    identity = torch.tensor([0.0, 1.0, 0.0], device=device).expand_as(taps)
+    taps = torch.where(blurred[:, None], taps, identity)
+    kernel = (taps[:, :, None] * taps[:, None, :]).repeat_interleave(channels, 0)[:, None]
+    padded = F.pad(out.reshape(1, count * channels, *out.shape[2:]), (1, 1, 1, 1),
+                   mode="reflect")
+    return F.conv2d(padded, kernel, groups=count * channels).reshape_as(out).clamp(0, 1)
 
 
 class DACS(Method):
