@@ -13,7 +13,7 @@ from ...data.batch import DomainBatch, SegmentedBatch
 from ...data.dense import IGNORE_INDEX
 from ...models.segmenters import Segmenter
 from ..base import Method, Stage, StepContext
-from .common import pixel_accuracy, pixel_cross_entropy, source_stage
+from .common import after_source, pixel_accuracy, pixel_cross_entropy
 
 
 @dataclass
@@ -62,14 +62,9 @@ class CBST(Method):
         self.teacher = copy.deepcopy(classifier)
 
     def stages(self) -> list[Stage]:
-        config = self.config
-        stages = []
-        if config.source_steps and "classifier" not in self.initialized:
-            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
-        stages.append(Stage("self_train", self.self_train_step,
-                            {"segmenter": [self.classifier]}, config.optim, config.steps,
-                            on_start=self.refresh_teacher))
-        return stages
+        return after_source(self, Stage("self_train", self.self_train_step,
+                                        {"segmenter": [self.classifier]}, self.config.optim,
+                                        self.config.steps, on_start=self.refresh_teacher))
 
     def refresh_teacher(self) -> None:
         self.teacher.load_state_dict(self.classifier.state_dict())

@@ -52,6 +52,16 @@ def source_stage(segmenter: nn.Module, steps: int, optim: OptimConfig,
     return Stage(name, step, {"segmenter": [segmenter]}, optim, steps)
 
 
+def after_source(method: Method, stage: Stage) -> list[Stage]:
+    """``stage`` preceded by the method's source stage (``method.config.source_steps`` on
+    labelled source), which is skipped when the segmenter came from a finished run (``init``)
+    or ``source_steps`` is 0."""
+    config = method.config
+    if config.source_steps and "classifier" not in method.initialized:
+        return [source_stage(method.classifier, config.source_steps, config.optim), stage]
+    return [stage]
+
+
 def entropy_map(logits: Tensor) -> Tensor:
     """Per-pixel entropy of the softmax, normalized by log K (in [0, 1]): ``B x H x W``."""
     log_probabilities = logits.float().log_softmax(1)
@@ -132,16 +142,13 @@ class OutputAlignment(Method):
 
     def stages(self) -> list[Stage]:
         config = self.config
-        stages = []
-        if config.source_steps and "classifier" not in self.initialized:
-            stages.append(source_stage(self.classifier, config.source_steps, config.optim))
         optimizers = {"segmenter": [self.classifier]}
         optims = {"segmenter": config.optim}
         if config.adversarial_weight:
             optimizers["critic"] = [self.critic]
             optims["critic"] = config.critic_optim
-        stages.append(Stage("adapt", self.adapt_step, optimizers, optims, config.steps))
-        return stages
+        return after_source(self, Stage("adapt", self.adapt_step, optimizers, optims,
+                                        config.steps))
 
     def adapt_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         return output_adversarial_step(self.classifier, self.critic, batch, ctx,
