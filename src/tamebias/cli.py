@@ -737,7 +737,7 @@ def segment(
                                            "scenes-mnist-photo, scenes-mnist-bold, "
                                            "gta5-cityscapes).")] = "scenes-mnist-photo",
     methods: Annotated[str, typer.Option(help="Comma-separated segmentation methods.")] =
-        "source_only,adabn,adaptseg,minent,advent,cbst,oracle",
+        "source_only,adabn,adaptseg,minent,advent,cbst,dacs,oracle",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     output: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/segment"),
     results: Annotated[Path | None, typer.Option(
