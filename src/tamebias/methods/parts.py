@@ -221,13 +221,19 @@ class SelfTraining(nn.Module):
             return
         student = self.student[0]
         if self.config.mode == "mean_teacher":
-            decay = self.config.ema
-            for mean, value in zip(self.teacher.parameters(), student.parameters(), strict=True):
-                mean.lerp_(value.detach(), 1 - decay)
-            for mean, value in zip(self.teacher.buffers(), student.buffers(), strict=True):
-                mean.copy_(value)
+            ema_update(self.teacher, student, self.config.ema)
         elif (ctx.step + 1) % self.config.rounds == 0:
             self.teacher.load_state_dict(student.state_dict())
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """The mean teacher's step (Tarvainen & Valpola 2017): each parameter moves to
+    ``decay * teacher + (1 - decay) * student``; buffers (batch-norm statistics) are copied."""
+    for mean, value in zip(teacher.parameters(), student.parameters(), strict=True):
+        mean.lerp_(value.detach(), 1 - decay)
+    for mean, value in zip(teacher.buffers(), student.buffers(), strict=True):
+        mean.copy_(value)
 
 
 # -- MCC (minimum class confusion, Jin et al. 2020): a term any method adds (method.mcc) ---

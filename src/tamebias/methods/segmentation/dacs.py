@@ -15,6 +15,7 @@ from ...data.batch import DomainBatch, SegmentedBatch
 from ...data.dense import IGNORE_INDEX
 from ...models.segmenters import Segmenter
 from ..base import Method, Stage, StepContext
+from ..parts import ema_update
 from .common import after_source, pixel_accuracy, pixel_cross_entropy
 
 
@@ -158,12 +159,5 @@ class DACS(Method):
                 "pseudo_quality": quality.mean(), "pasted_share": pasted.float().mean(),
                 "pixel_accuracy": pixel_accuracy(source_logits, source.masks)}
 
-    @torch.no_grad()
     def update_teacher(self) -> None:
-        decay = self.config.ema
-        for mean, value in zip(self.teacher.parameters(), self.classifier.parameters(),
-                               strict=True):
-            mean.lerp_(value.detach(), 1 - decay)
-        for mean, value in zip(self.teacher.buffers(), self.classifier.buffers(), strict=True):
-            mean.copy_(value)
-
+        ema_update(self.teacher, self.classifier, self.config.ema)
