@@ -282,3 +282,18 @@ def test_adda_target_encoder_loss_adds_the_weighted_im_term(weight, tiny_overrid
     expected = float(metrics["encoder_loss"]) + weight * im
     assert float(context.losses["target_encoder"]) == pytest.approx(expected, abs=1e-5)
     assert ("entropy" in metrics) == (weight > 0)
+
+
+def test_optimizer_defaults_are_the_ones_the_im_rule_chose():
+    """docs/methods-new.md: over {paper SGD, Adam 1e-3} the label-free ``im`` validator chose
+    Adam for MCC, DAN, CORAL and SHOT (both stages) and SGD for MDD, whose adversarial head
+    collapses under Adam."""
+    from tamebias.config import OptimConfig
+    from tamebias.methods import METHODS
+
+    for name in ("mcc", "dan", "coral", "shot"):
+        config = METHODS[name].Config()
+        assert config.optim == OptimConfig(), name
+    assert METHODS["shot"].Config().source_optim == OptimConfig()
+    mdd = METHODS["mdd"].Config().optim
+    assert mdd.name == "sgd" and mdd.schedule == "inverse"

@@ -18,24 +18,23 @@ from .base import DataNeeds, Method, Stage, StepContext
 from .common import information_maximization, source_stage
 
 
-def _sgd() -> OptimConfig:
-    return OptimConfig("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse")
-
-
 @dataclass
 class SHOTConfig(MethodConfig):
     """The paper's settings: label smoothing 0.1 for the source model; information
     maximization (entropy weight 1, diversity on) plus pseudo-label cross-entropy with
     beta = 0.3 (the authors' default and object-recognition value; their digits script runs
-    0.1); SGD 0.01 (momentum 0.9, weight decay 5e-4) with the inverse-decay schedule
-    in both stages. ``init.weights=RUN`` (a finished source run's classifier) or
-    ``source_steps=0`` skips the source stage."""
+    0.1). Both stages use source-only's optimizer, Adam 1e-3 (constant); the paper's SGD 0.01
+    (momentum 0.9, weight decay 5e-4, inverse decay) is ``method.optim.name=sgd
+    method.optim.lr=0.01 method.optim.weight_decay=5e-4 method.optim.schedule=inverse`` (and
+    the same for ``method.source_optim``); the ``im`` validator (no target label) picked Adam
+    over it on every seed (docs/methods-new.md). ``init.weights=RUN`` (a finished source
+    run's classifier) or ``source_steps=0`` skips the source stage."""
 
     name: str = "shot"
     source_steps: int = 3000
     steps: int = 3000  # adaptation steps
-    source_optim: OptimConfig = field(default_factory=_sgd)
-    optim: OptimConfig = field(default_factory=_sgd)
+    source_optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     label_smoothing: float = 0.1
     entropy_weight: float = 1.0
     diversity: bool = True
