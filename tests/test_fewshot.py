@@ -153,3 +153,66 @@ def test_translator_trains_on_seen_styles_then_the_task_uses_the_k_examples(
     assert 0 <= verdict["content_preservation"] <= 1 and verdict["style_distance"] >= 0
     with pytest.raises(ValueError, match="not a cycada run"):
         cycada_judges(tmp_path / "run", tmp_path / "run")
+
+
+class RecordingContext:
+    """A step context that keeps each optimizer's loss instead of stepping anything."""
+
+    step = global_step = 0
+    progress = 0.0
+
+    def __init__(self) -> None:
+        self.losses: dict[str, torch.Tensor] = {}
+
+    def update(self, optimizer: str, loss: torch.Tensor) -> None:
+        self.losses[optimizer] = loss.detach()
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_generator_loss_adds_the_content_and_semantic_terms_with_their_weights():
+    from dataclasses import replace
+
+    from tamebias.data.batch import DomainBatch, LabeledBatch
+    from tamebias.methods.fewshot import FewShotPixel, FewShotPixelConfig
+    from tamebias.models.classifier import build_classifier
+
+    batch = LabeledBatch(torch.zeros(4, 3, 16, 16), torch.tensor([0, 1, 2, 1]), torch.arange(4))
+    batch.images[:, :, 4:12, 6:10] = 1.0
+
+    def generator_loss(content: float, semantic: float) -> tuple[torch.Tensor, dict]:
+        torch.manual_seed(0)  # the same networks, styles and dropout draws in every call
+        classifier = build_classifier("lenet", 3, 3, 16, channels_last=False)
+        config = FewShotPixelConfig(translator="funit", translate_batch=4, network=replace(
+            SMALL, content_weight=content, semantic_weight=semantic))
+        method = FewShotPixel(config, classifier)
+        ctx = RecordingContext()
+        metrics = method.translate_step(DomainBatch(source=batch, target=None), ctx)
+        # the judge that measures content is not the classifier the translator must satisfy
+        assert not torch.equal(next(method.judge.parameters()),
+                               next(method.semantic.parameters()))
+        assert ("semantic" in ctx.losses) == (semantic > 0)
+        return ctx.losses["generator"], metrics
+
+    plain, _ = generator_loss(0.0, 0.0)
+    both, metrics = generator_loss(2.0, 3.0)
+    assert metrics["content_loss"] > 0 and metrics["semantic_loss"] > 0
+    expected = plain + 2.0 * metrics["content_loss"] + 3.0 * metrics["semantic_loss"]
+    assert both == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_run_saved_before_the_semantic_classifier_still_loads():
+    from tamebias.methods.fewshot import FewShotPixel, FewShotPixelConfig
+    from tamebias.models.classifier import build_classifier
+
+    method = FewShotPixel(FewShotPixelConfig(translator="funit", network=SMALL),
+                          build_classifier("lenet", 3, 3, 16, channels_last=False))
+    old = {key: value for key, value in method.state_dict().items()
+           if not key.startswith("semantic.")}
+    fresh = FewShotPixel(FewShotPixelConfig(translator="funit", network=SMALL),
+                         build_classifier("lenet", 3, 3, 16, channels_last=False))
+    fresh.load_state_dict(old)  # strict: the missing semantic weights are filled in
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in old.items())

@@ -27,6 +27,8 @@ from .base import DataNeeds, Method, Stage, StepContext
 from .common import classification_step, source_stage
 from .parts import evaluating, input_channels
 
+SEMANTIC_INIT_SEED = 1
+
 
 @dataclass
 class FewShotPixelConfig(MethodConfig):
@@ -96,12 +98,25 @@ class FewShotPixel(Method):
                                             config.network.critic_blocks)
         self.teacher = copy.deepcopy(classifier)  # the source model, filled by translate
         self.judge = copy.deepcopy(classifier)  # the content judge, trained by translate
+        # the semantic-consistency classifier: trained like the judge but initialized apart,
+        # so the judge that *measures* content preservation is not the one the translator
+        # was trained to satisfy
+        self.semantic = copy.deepcopy(classifier)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEMANTIC_INIT_SEED)
+            for module in self.semantic.modules():
+                if module is not self.semantic and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         self.register_buffer("examples", torch.zeros(0))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         saved = state_dict.get(prefix + "examples")
         if saved is not None and saved.shape != self.examples.shape:
             self.examples = torch.zeros_like(saved, device=self.examples.device)
+        if not any(key.startswith(prefix + "semantic.") for key in state_dict):
+            # a run saved before the semantic classifier existed: it only serves translate
+            for key, value in self.semantic.state_dict().items():
+                state_dict[f"{prefix}semantic.{key}"] = value
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -122,9 +137,10 @@ class FewShotPixel(Method):
             stages.append(Stage(
                 "translate", self.translate_step,
                 {"generator": [self.translator], "critic": [self.critic],
-                 "judge": [self.judge]},
+                 "judge": [self.judge], "semantic": [self.semantic]},
                 {"generator": config.translator_optim, "critic": config.translator_optim,
-                 "judge": config.source_optim}, config.translate_steps,
+                 "judge": config.source_optim, "semantic": config.source_optim},
+                config.translate_steps,
                 on_start=self.start_translation, evaluate=False,
                 needs=DataNeeds(target=False)))
         stages.append(Stage("task", self.task_step, {"classifier": [self.classifier]},
@@ -181,6 +197,16 @@ class FewShotPixel(Method):
             generator_loss = (weights.gan_weight * gan
                               + weights.reconstruction_weight * reconstruction
                               + weights.feature_matching_weight * matching)
+            if weights.content_weight > 0:
+                kept = F.l1_loss(translator.content(translated).float(), code.float())
+                generator_loss = generator_loss + weights.content_weight * kept
+            else:
+                kept = gan.new_zeros(())
+            if weights.semantic_weight > 0:  # CyCADA's semantic consistency, source labels
+                semantic = F.cross_entropy(self.semantic(translated).float(), labels)
+                generator_loss = generator_loss + weights.semantic_weight * semantic
+            else:
+                semantic = gan.new_zeros(())
         ctx.update("generator", generator_loss)  # the critic's gradients are discarded
         real = content.detach().requires_grad_(weights.r1_weight > 0)
         with ctx.autocast():
@@ -191,10 +217,14 @@ class FewShotPixel(Method):
                 else real_logits.new_zeros(())
         ctx.update("critic", critic_loss + weights.r1_weight * penalty)
         indices = batch.source.indices[: self.config.translate_batch]
-        judged = classification_step(self.judge, LabeledBatch(content.detach(), labels, indices),
-                                     ctx, "judge")
+        real_batch = LabeledBatch(content.detach(), labels, indices)
+        judged = classification_step(self.judge, real_batch, ctx, "judge")
+        if weights.semantic_weight > 0:
+            classification_step(self.semantic, real_batch, ctx, "semantic")
         return {"gan_loss": gan.detach(), "reconstruction_loss": reconstruction.detach(),
-                "feature_matching_loss": matching.detach(), "critic_loss": critic_loss.detach(),
+                "feature_matching_loss": matching.detach(), "content_loss": kept.detach(),
+                "semantic_loss": semantic.detach(),
+                "critic_loss": critic_loss.detach(),
                 "r1_penalty": penalty.detach(), "judge_accuracy": judged["source_accuracy"]}
 
     def pick_examples(self, target: UnlabeledBatch) -> Tensor:

@@ -25,8 +25,15 @@ FEWSHOT_TRANSLATORS = ("funit", "coco_funit", "identity")
 
 @dataclass
 class FewShotTranslatorConfig:
-    """Network sizes and loss weights. The loss weights are FUNIT's (GAN 1, reconstruction
-    0.1, feature matching 1, R1 penalty 10 on real images). The networks are shrunk for 32 px
+    """Network sizes and loss weights. FUNIT's own weights are GAN 1, reconstruction 0.1,
+    feature matching 1, R1 penalty 10 on real images, and no content or semantic term
+    (``reconstruction_weight=0.1 content_weight=0 semantic_weight=0``). The defaults add two
+    content terms and raise the reconstruction to 1: MUNIT's content-code reconstruction (the
+    translation's content code against its input's; Huang et al., ECCV 2018) and CyCADA's
+    semantic consistency (a classifier of the seen-style source digits, trained alongside,
+    must read the translation as its input's label; Hoffman et al., ICML 2018). At the
+    budgets of a CPU (hundreds of steps, not FUNIT's 100,000) FUNIT's losses alone let the
+    generator drop the digit: see ``docs/fewshot.md``. The networks are shrunk for 32 px
     on a CPU; FUNIT's own sizes (a GPU) are ``width=64, style_dim=64, mlp_width=256,
     content_blocks=2, style_downsamples=4, critic_width=64, critic_blocks=5, bias_dim=1024``
     (recipe ``fewshot_pixel+gpu``)."""
@@ -41,8 +48,10 @@ class FewShotTranslatorConfig:
     critic_width: int = 8
     critic_blocks: int = 3  # each a 3x3 convolution and a 2x2 average pool
     gan_weight: float = 1.0
-    reconstruction_weight: float = 0.1
+    reconstruction_weight: float = 1.0
     feature_matching_weight: float = 1.0
+    content_weight: float = 1.0  # L1 between the content codes of a translation and its input
+    semantic_weight: float = 1.0  # cross-entropy of the semantic classifier on translations
     r1_weight: float = 10.0
 
 
