@@ -51,6 +51,13 @@ def run(folder: Path, overrides: list[str]) -> Path:
     return folder
 
 
+def trained_for(folder: Path) -> tuple[str, int]:
+    """The (target, K) of a run's task stage, from its recorded config."""
+    data = RunDir(folder).read_config()["data"]
+    names = {spec: short for short, spec in FEWSHOT_TARGETS.items()}
+    return names.get(data["target"], data["target"]), int(data["target_subset"])
+
+
 def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
     base = Path(args.runs_dir) / f"s{seed}"
     first_target, first_shots = args.targets[0], args.shots[0]
@@ -58,8 +65,9 @@ def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
     funit = run(base / "funit-translator", [*first, "method.translator=funit"])
     coco = run(base / "coco-translator", [*first, "method.translator=coco_funit",
                                           f"init.weights={funit}:teacher"])
-    runs = {(first_target, first_shots, "funit"): funit,
-            (first_target, first_shots, "coco_funit"): coco}
+    # a translator run also did one task stage: key it by the (target, K) it recorded, which
+    # an earlier invocation with other --targets / --shots may have chosen
+    runs = {(*trained_for(funit), "funit"): funit, (*trained_for(coco), "coco_funit"): coco}
     for target in args.targets:
         for shots in args.shots:
             for translator in TRANSLATORS:
