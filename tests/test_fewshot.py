@@ -216,3 +216,21 @@ def test_a_run_saved_before_the_semantic_classifier_still_loads():
                          build_classifier("lenet", 3, 3, 16, channels_last=False))
     fresh.load_state_dict(old)  # strict: the missing semantic weights are filled in
     assert all(torch.equal(fresh.state_dict()[key], value) for key, value in old.items())
+
+
+def test_a_config_saved_before_the_content_terms_restores_with_the_losses_it_trained_with(
+        tiny_overrides, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    fit(None, fewshot(tiny_overrides, "method.translator=funit", "method.source_steps=1",
+                      "method.translate_steps=1", "method.steps=1"), run_dir=run)
+    assert restore_run(run, "last").method.config.network.semantic_weight == 1.0  # today's
+    saved = json.loads((run / "config.json").read_text())
+    for term in ("content_weight", "semantic_weight"):  # the shape of an older version's file
+        del saved["method"]["network"][term]
+    saved["method"]["network"]["reconstruction_weight"] = 0.1
+    (run / "config.json").write_text(json.dumps(saved))
+    network = restore_run(run, "last").method.config.network
+    assert (network.content_weight, network.semantic_weight) == (0.0, 0.0)
+    assert network.reconstruction_weight == 0.1

@@ -6,7 +6,9 @@ per-method reuse knobs ``method.source_run`` / ``source_head`` (ADDA, CyCADA, DA
 ``method.translator_run`` and ``method.pixel_run`` (CyCADA) became the one setting
 ``init.weights = "RUN:module,..."``. :func:`upgrade` rewrites a config dict of the old shape
 into the new one, so old run folders load, resume and keep their identity (a bench or a recipe
-reuses them). Plain dicts only: no other tamebias module is imported here.
+reuses them). A third change added loss terms: a few-shot translator config saved before
+``content_weight`` / ``semantic_weight`` existed reads them as 0, the losses it trained with.
+Plain dicts only: no other tamebias module is imported here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ REUSE_KNOBS: dict[str, tuple[str, ...]] = {
 }
 KNOB_METHODS = ("adda", "cycada", "cycada_pixel", "dance")
 
+# few-shot translator loss terms added after runs were saved: a saved ``method.network`` that
+# records its other weights but not these trained without them (weight 0), whatever today's
+# defaults are
+ADDED_TRANSLATOR_TERMS = ("content_weight", "semantic_weight")
+
 
 def _merge(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
@@ -53,6 +60,12 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(method, dict):
         return values
     name = method.get("name", "source_only")
+    network = method.get("network")
+    if name == "fewshot_pixel" and isinstance(network, dict) and "gan_weight" in network and any(
+            term not in network for term in ADDED_TRANSLATOR_TERMS):
+        network = {**{term: 0.0 for term in ADDED_TRANSLATOR_TERMS}, **network}
+        values = {**values, "method": {**method, "network": network}}
+        method = values["method"]
     if name not in RENAMED_METHODS and (
             name not in KNOB_METHODS or not any(k in method for k in (*REUSE_KNOBS,
                                                                       "source_head"))):
