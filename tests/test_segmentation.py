@@ -251,6 +251,28 @@ def test_adaptation_from_a_source_run_skips_the_source_stage(fake_scenes, tmp_pa
     assert result["steps"] == 2
 
 
+def test_a_sweep_listener_sees_every_dense_evaluation_and_selection_keeps_the_best(
+        fake_scenes, tmp_path):
+    """The dense loop shares the classification loop's selection and listener (a sweep's
+    pruner): only the record differs."""
+    from tamebias.training.segmentation import fit_segmentation, load_seg_config
+    from tamebias.training.trainer import ON_EVALUATION
+
+    seen: list[dict] = []
+    token = ON_EVALUATION.set(seen.append)
+    try:
+        result = fit_segmentation(load_seg_config(["method=source_only", "method.steps=6",
+                                                   "train.selection=im", *fake_scenes]),
+                                  tmp_path / "run")
+    finally:
+        ON_EVALUATION.reset(token)
+    assert [record["step"] for record in seen] == [2, 4, 6]
+    assert all("target_miou" in record and "im" in record["validators"] for record in seen)
+    best = max(seen, key=lambda record: record["validators"]["im"])
+    assert result["miou"] == best["target_miou"]
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 def test_adabn_changes_batch_norm_statistics_only(fake_scenes, tmp_path):
     from tamebias.training.segmentation import fit_segmentation, load_seg_config
 

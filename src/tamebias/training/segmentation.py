@@ -146,9 +146,10 @@ class DenseTrainer(Trainer):
             self.method.train()
         return target, source
 
-    def _evaluate_and_select(self, stage, offset, done, report, best_score, score):
-        target, source = self.evaluate()
-        record: dict[str, Any] = {
+    def evaluation_record(self, stage, offset: int, done: int) -> dict[str, Any]:
+        with self._inference():  # split across the ranks of a data-parallel run
+            target, source = self.evaluate()
+        return {
             "stage": stage.name, "step": done, "global_step": offset + done,
             "target_accuracy": target.pixel_accuracy if target else None,
             "target_mean_class_accuracy": None,
@@ -157,14 +158,9 @@ class DenseTrainer(Trainer):
             "source_val_accuracy": source.pixel_accuracy if source else None,
             "source_val_miou": source.miou if source else None,
             "validators": self.probe.scores(self.method)}
-        report.history.append(record)  # type: ignore[arg-type]
-        self.metrics_log.write({"event": "eval", **record})
-        value = rule_value(record, self.selection)
-        if value is not None and (best_score is None or value >= best_score):
-            best_score, report.selected = value, record  # type: ignore[assignment]
-            if self.selection != "last":
-                checkpoint.save_atomic({"method": self.method.state_dict()}, self.best_path)
-        return best_score
+
+    def selection_score(self):
+        return lambda record: rule_value(record, self.selection)
 
 
 def rule_value(record: dict[str, Any], rule: str) -> float | None:

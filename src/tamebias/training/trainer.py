@@ -257,7 +257,7 @@ class Trainer:
             optimizers[name].load_state_dict(state)
         if first_step == 0 and stage.evaluate:
             best_score = None  # candidates come from the last evaluated stage only
-        score = SCORES.get(self.selection) or selection_score(self.selection)
+        score = self.selection_score()
         train = self.config
         window = LogWindow(first_step)
         self.method.train()
@@ -329,11 +329,14 @@ class Trainer:
         report.train_seconds += elapsed
         report.stage_seconds[stage.name] = report.stage_seconds.get(stage.name, 0.0) + elapsed
 
-    def _evaluate_and_select(self, stage: Stage, offset: int, done: int, report: LoopReport,
-                             best_score: float | None,
-                             score: Callable[[EvalRecord], float]) -> float | None:
-        """One evaluation record (history, ``metrics.jsonl``); the selection rule's best so
-        far is kept in ``best.pt``."""
+    def selection_score(self) -> Callable[[EvalRecord], float | None]:
+        """How ``train.selection`` scores an evaluation record (higher is better; None: the
+        record is not a candidate)."""
+        return SCORES.get(self.selection) or selection_score(self.selection)
+
+    def evaluation_record(self, stage: Stage, offset: int, done: int) -> EvalRecord:
+        """The evaluation record at step ``done`` of ``stage``: target test and source
+        validation metrics and every validator's value."""
         with self._inference():  # split across the ranks of a data-parallel run
             target, source = self.evaluate()
             record = eval_record(stage.name, done, offset + done, target, source,
@@ -343,10 +346,18 @@ class Trainer:
         if target is not None and target.open_set:  # category shift: open-set metrics
             record.update({f"target_{key}": target.open_set[key]  # type: ignore[misc]
                            for key in OPEN_SET_METRICS})
+        return record
+
+    def _evaluate_and_select(self, stage: Stage, offset: int, done: int, report: LoopReport,
+                             best_score: float | None,
+                             score: Callable[[EvalRecord], float | None]) -> float | None:
+        """One evaluation record (history, ``metrics.jsonl``); the selection rule's best so
+        far is kept in ``best.pt``; the context's listener (a sweep's pruner) sees it."""
+        record = self.evaluation_record(stage, offset, done)
         report.history.append(record)
         self.metrics_log.write({"event": "eval", **record})
         value = score(record)
-        if best_score is None or value >= best_score:
+        if value is not None and (best_score is None or value >= best_score):
             best_score, report.selected = value, record
             if self.selection != "last":
                 checkpoint.save_atomic({"method": self.method.state_dict()}, self.best_path)
