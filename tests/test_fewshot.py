@@ -224,13 +224,32 @@ def test_a_config_saved_before_the_content_terms_restores_with_the_losses_it_tra
 
     run = tmp_path / "run"
     fit(None, fewshot(tiny_overrides, "method.translator=funit", "method.source_steps=1",
-                      "method.translate_steps=1", "method.steps=1"), run_dir=run)
+                      "method.translate_steps=1", "method.steps=1",
+                      "method.network.decoder_norm=in"), run_dir=run)  # an older network
     assert restore_run(run, "last").method.config.network.semantic_weight == 1.0  # today's
     saved = json.loads((run / "config.json").read_text())
-    for term in ("content_weight", "semantic_weight"):  # the shape of an older version's file
-        del saved["method"]["network"][term]
+    for key in ("content_weight", "semantic_weight", "deviation_weight", "decoder_norm"):
+        del saved["method"]["network"][key]  # the shape of an older version's file
     saved["method"]["network"]["reconstruction_weight"] = 0.1
     (run / "config.json").write_text(json.dumps(saved))
     network = restore_run(run, "last").method.config.network
-    assert (network.content_weight, network.semantic_weight) == (0.0, 0.0)
+    assert (network.content_weight, network.semantic_weight, network.deviation_weight,
+            network.decoder_norm) == (0.0, 0.0, 0.0, "in")
     assert network.reconstruction_weight == 0.1
+
+
+def test_instance_norm_decoder_discards_the_channel_offsets_adain_sets_and_layer_norm_keeps():
+    """MUNIT's reason for layer norm in the decoder: a per-channel offset of the AdaIN blocks'
+    output (what a style's shift sets) is removed by the upsampling layers' instance norm."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 16, 8, 8)
+    offset = torch.randn(1, 16, 1, 1)
+    outputs = {}
+    for norm in ("in", "ln"):
+        translator = FewShotTranslator(3, FewShotTranslatorConfig(width=4, decoder_norm=norm))
+        with torch.no_grad():
+            outputs[norm] = (translator.decoder(hidden), translator.decoder(hidden + offset))
+    assert torch.allclose(*outputs["in"], atol=1e-5)
+    assert (outputs["ln"][0] - outputs["ln"][1]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="decoder_norm"):
+        FewShotTranslator(3, FewShotTranslatorConfig(decoder_norm="batch"))

@@ -6,8 +6,9 @@ per-method reuse knobs ``method.source_run`` / ``source_head`` (ADDA, CyCADA, DA
 ``method.translator_run`` and ``method.pixel_run`` (CyCADA) became the one setting
 ``init.weights = "RUN:module,..."``. :func:`upgrade` rewrites a config dict of the old shape
 into the new one, so old run folders load, resume and keep their identity (a bench or a recipe
-reuses them). A third change added loss terms: a few-shot translator config saved before
-``content_weight`` / ``semantic_weight`` existed reads them as 0, the losses it trained with.
+reuses them). A third change added translator settings: a few-shot translator config saved before
+``content_weight``, ``semantic_weight``, ``deviation_weight`` or ``decoder_norm`` existed reads
+them as the losses and network it trained with (weights 0, instance norm).
 Plain dicts only: no other tamebias module is imported here.
 """
 
@@ -34,10 +35,11 @@ REUSE_KNOBS: dict[str, tuple[str, ...]] = {
 }
 KNOB_METHODS = ("adda", "cycada", "cycada_pixel", "dance")
 
-# few-shot translator loss terms added after runs were saved: a saved ``method.network`` that
-# records its other weights but not these trained without them (weight 0), whatever today's
-# defaults are
-ADDED_TRANSLATOR_TERMS = ("content_weight", "semantic_weight")
+# few-shot translator settings added after runs were saved, with the value those runs trained
+# with: a saved ``method.network`` that records its other settings but not these read them so,
+# whatever today's defaults are
+ADDED_TRANSLATOR_SETTINGS: dict[str, Any] = {"content_weight": 0.0, "semantic_weight": 0.0,
+                                             "deviation_weight": 0.0, "decoder_norm": "in"}
 
 
 def _merge(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +64,8 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     name = method.get("name", "source_only")
     network = method.get("network")
     if name == "fewshot_pixel" and isinstance(network, dict) and "gan_weight" in network and any(
-            term not in network for term in ADDED_TRANSLATOR_TERMS):
-        network = {**{term: 0.0 for term in ADDED_TRANSLATOR_TERMS}, **network}
+            key not in network for key in ADDED_TRANSLATOR_SETTINGS):
+        network = {**ADDED_TRANSLATOR_SETTINGS, **network}
         values = {**values, "method": {**method, "network": network}}
         method = values["method"]
     if name not in RENAMED_METHODS and (

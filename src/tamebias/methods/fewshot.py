@@ -202,6 +202,14 @@ class FewShotPixel(Method):
                 generator_loss = generator_loss + weights.content_weight * kept
             else:
                 kept = gan.new_zeros(())
+            if weights.deviation_weight > 0:
+                with torch.no_grad():
+                    example_deviations = critic.deviations(examples)
+                deviation = F.l1_loss(critic.deviations(translated).float(),
+                                      example_deviations.float())
+                generator_loss = generator_loss + weights.deviation_weight * deviation
+            else:
+                deviation = gan.new_zeros(())
             if weights.semantic_weight > 0:  # CyCADA's semantic consistency, source labels
                 semantic = F.cross_entropy(self.semantic(translated).float(), labels)
                 generator_loss = generator_loss + weights.semantic_weight * semantic
@@ -223,7 +231,7 @@ class FewShotPixel(Method):
             classification_step(self.semantic, real_batch, ctx, "semantic")
         return {"gan_loss": gan.detach(), "reconstruction_loss": reconstruction.detach(),
                 "feature_matching_loss": matching.detach(), "content_loss": kept.detach(),
-                "semantic_loss": semantic.detach(),
+                "semantic_loss": semantic.detach(), "deviation_loss": deviation.detach(),
                 "critic_loss": critic_loss.detach(),
                 "r1_penalty": penalty.detach(), "judge_accuracy": judged["source_accuracy"]}
 

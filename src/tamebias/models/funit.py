@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 FEWSHOT_TRANSLATORS = ("funit", "coco_funit", "identity")
+DECODER_NORMS = ("in", "ln")
 
 
 @dataclass
@@ -33,7 +34,12 @@ class FewShotTranslatorConfig:
     semantic consistency (a classifier of the seen-style source digits, trained alongside,
     must read the translation as its input's label; Hoffman et al., ICML 2018). At the
     budgets of a CPU (hundreds of steps, not FUNIT's 100,000) FUNIT's losses alone let the
-    generator drop the digit: see ``docs/fewshot.md``. The networks are shrunk for 32 px
+    generator drop the digit: see ``docs/fewshot.md``. Two changes let the style act: MUNIT's
+    layer norm in the decoder's upsampling layers (``decoder_norm="ln"``; FUNIT's instance norm
+    there removes the channel statistics AdaIN sets) and AdaIN's style loss on the critic's
+    maps (``deviation_weight=1``: their channel standard deviations, translation against
+    example; FUNIT's feature matching compares only the means). ``decoder_norm="in"
+    deviation_weight=0`` is FUNIT's generator. The networks are shrunk for 32 px
     on a CPU; FUNIT's own sizes (a GPU) are ``width=64, style_dim=64, mlp_width=256,
     content_blocks=2, style_downsamples=4, critic_width=64, critic_blocks=5, bias_dim=1024``
     (recipe ``fewshot_pixel+gpu``)."""
@@ -53,6 +59,13 @@ class FewShotTranslatorConfig:
     content_weight: float = 1.0  # L1 between the content codes of a translation and its input
     semantic_weight: float = 1.0  # cross-entropy of the semantic classifier on translations
     r1_weight: float = 10.0
+    # AdaIN's style loss (Huang & Belongie, arXiv:1703.06868) on the critic's trunk: the
+    # channel standard deviations of a translation's maps against its example's (feature
+    # matching already compares their means)
+    deviation_weight: float = 1.0
+    # normalization of the decoder's upsampling layers: "in" (FUNIT) or "ln" (MUNIT's layer
+    # norm: instance norm there removes the channel statistics the AdaIN blocks just set)
+    decoder_norm: str = "ln"
 
 
 def adain(features: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
@@ -143,11 +156,15 @@ class FewShotTranslator(nn.Module):
         self.blocks = nn.ModuleList(_AdaINResidual(filters) for _ in range(config.content_blocks))
         self.adain_mlp = _mlp(config.style_dim, config.mlp_width, 4 * filters * len(self.blocks),
                               3)
+        if config.decoder_norm not in DECODER_NORMS:
+            raise ValueError(f"method.network.decoder_norm must be one of "
+                             f"{', '.join(DECODER_NORMS)}, got {config.decoder_norm!r}")
         decoder: list[nn.Module] = []
         for _ in range(config.downsamples):
+            norm = (nn.InstanceNorm2d(filters // 2) if config.decoder_norm == "in"
+                    else nn.GroupNorm(1, filters // 2))  # one group: layer norm over C, H, W
             decoder += [nn.Upsample(scale_factor=2, mode="nearest"),
-                        _conv(filters, filters // 2, 5), nn.InstanceNorm2d(filters // 2),
-                        nn.ReLU(inplace=True)]
+                        _conv(filters, filters // 2, 5), norm, nn.ReLU(inplace=True)]
             filters //= 2
         decoder += [_conv(filters, channels, 7), nn.Tanh()]
         self.decoder = nn.Sequential(*decoder)
@@ -224,6 +241,10 @@ class MultiDomainCritic(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.output = nn.Conv2d(filters, domains, 1)
         self.domains = domains
+
+    def deviations(self, images: Tensor) -> Tensor:
+        """The channel standard deviations over space of the trunk's maps, ``B x F``."""
+        return self.trunk(images * 2 - 1).std((2, 3))
 
     def forward(self, images: Tensor, domains: Tensor) -> tuple[Tensor, Tensor]:
         features = self.trunk(images * 2 - 1)
