@@ -273,6 +273,22 @@ def test_a_sweep_listener_sees_every_dense_evaluation_and_selection_keeps_the_be
     assert (tmp_path / "run" / "best.pt").exists()
 
 
+def test_a_bench_reuses_a_finished_run_only_for_the_config_it_was_made_with(
+        fake_scenes, tmp_path):
+    from tamebias.config import ConfigError
+    from tamebias.segbench import check_reuse
+    from tamebias.training.segmentation import fit_segmentation, load_seg_config
+
+    made = load_seg_config(["method=source_only", "method.steps=2", *fake_scenes])
+    fit_segmentation(made, tmp_path / "run")
+    check_reuse(tmp_path / "run", made)
+    check_reuse(tmp_path / "run", load_seg_config(  # threads and progress are not identity
+        ["method=source_only", "method.steps=2", *fake_scenes, "train.threads=2"]))
+    longer = load_seg_config(["method=source_only", "method.steps=3", *fake_scenes])
+    with pytest.raises(ConfigError, match="method.steps 2 -> 3"):
+        check_reuse(tmp_path / "run", longer)
+
+
 def test_adabn_changes_batch_norm_statistics_only(fake_scenes, tmp_path):
     from tamebias.training.segmentation import fit_segmentation, load_seg_config
 
