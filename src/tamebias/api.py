@@ -74,12 +74,18 @@ def run_identity(config: dict[str, Any]) -> str:
         values = load_config(values).to_dict()
     except (ConfigError, ValueError, KeyError):
         pass
+    return json.dumps(without_runtime(values), sort_keys=True)
+
+
+def without_runtime(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the settings that do not change what a run computes (where data
+    lives, progress, threads, logging, compilation, the output folder); changed in place."""
     values["data"].pop("root", None)
     values["data"].pop("download", None)
     for key in ("progress", "threads", "tensorboard", "compile"):
         values["train"].pop(key, None)
     values.pop("output_dir", None)
-    return json.dumps(values, sort_keys=True)
+    return values
 
 
 def make_run_dir(config: RunConfig) -> Path:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .api import without_runtime
 from .bench import config_changes
 from .config import ConfigError
 from .registry import lookup
@@ -139,11 +140,8 @@ def seg_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a segmentation run computes (its saved config read at today's defaults), without
     where the data lives or how it is shown and threaded."""
     values = {key: value for key, value in config.items() if key != "kind"}
-    values = json.loads(json.dumps(dataclasses.asdict(load_seg_config([], values))))
-    values["data"].pop("root", None)
-    for key in ("progress", "threads", "tensorboard", "compile"):
-        values["train"].pop(key, None)
-    return values
+    typed = dataclasses.asdict(load_seg_config([], values))
+    return without_runtime(json.loads(json.dumps(typed)))
 
 
 def check_reuse(folder: Path, config: SegRunConfig) -> None:
