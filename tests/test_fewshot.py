@@ -173,7 +173,7 @@ class RecordingContext:
         return contextlib.nullcontext()
 
 
-def test_generator_loss_adds_the_content_and_semantic_terms_with_their_weights():
+def test_generator_loss_adds_the_content_semantic_and_deviation_terms_with_their_weights():
     from dataclasses import replace
 
     from tamebias.data.batch import DomainBatch, LabeledBatch
@@ -183,11 +183,13 @@ def test_generator_loss_adds_the_content_and_semantic_terms_with_their_weights()
     batch = LabeledBatch(torch.zeros(4, 3, 16, 16), torch.tensor([0, 1, 2, 1]), torch.arange(4))
     batch.images[:, :, 4:12, 6:10] = 1.0
 
-    def generator_loss(content: float, semantic: float) -> tuple[torch.Tensor, dict]:
+    def generator_loss(content: float, semantic: float,
+                       deviation: float) -> tuple[torch.Tensor, dict]:
         torch.manual_seed(0)  # the same networks, styles and dropout draws in every call
         classifier = build_classifier("lenet", 3, 3, 16, channels_last=False)
         config = FewShotPixelConfig(translator="funit", translate_batch=4, network=replace(
-            SMALL, content_weight=content, semantic_weight=semantic))
+            SMALL, content_weight=content, semantic_weight=semantic,
+            deviation_weight=deviation))
         method = FewShotPixel(config, classifier)
         ctx = RecordingContext()
         metrics = method.translate_step(DomainBatch(source=batch, target=None), ctx)
@@ -197,10 +199,11 @@ def test_generator_loss_adds_the_content_and_semantic_terms_with_their_weights()
         assert ("semantic" in ctx.losses) == (semantic > 0)
         return ctx.losses["generator"], metrics
 
-    plain, _ = generator_loss(0.0, 0.0)
-    both, metrics = generator_loss(2.0, 3.0)
-    assert metrics["content_loss"] > 0 and metrics["semantic_loss"] > 0
-    expected = plain + 2.0 * metrics["content_loss"] + 3.0 * metrics["semantic_loss"]
+    plain, _ = generator_loss(0.0, 0.0, 0.0)
+    both, metrics = generator_loss(2.0, 3.0, 0.5)
+    assert min(metrics[key] for key in ("content_loss", "semantic_loss", "deviation_loss")) > 0
+    expected = (plain + 2.0 * metrics["content_loss"] + 3.0 * metrics["semantic_loss"]
+                + 0.5 * metrics["deviation_loss"])
     assert both == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -185,10 +185,10 @@ class FewShotPixel(Method):
                 code, translator.example_style(examples[:, None])))
             reconstructed = translator.decode(code, translator.style_code(
                 code, translator.example_style(content[:, None])))
-            fake_logits, fake_features = critic(translated, style_domain)
-            recon_logits, recon_features = critic(reconstructed, content_domain)
+            fake_logits, fake_features, fake_deviations = critic(translated, style_domain)
+            recon_logits, recon_features, _ = critic(reconstructed, content_domain)
             with torch.no_grad():
-                example_features = critic(examples, style_domain)[1]
+                example_features, example_deviations = critic(examples, style_domain)[1:]
                 content_features = critic(content, content_domain)[1]
             gan = 0.5 * (hinge_generator_loss(fake_logits) + hinge_generator_loss(recon_logits))
             reconstruction = F.l1_loss(reconstructed.float(), content.float())
@@ -202,11 +202,8 @@ class FewShotPixel(Method):
                 generator_loss = generator_loss + weights.content_weight * kept
             else:
                 kept = gan.new_zeros(())
-            if weights.deviation_weight > 0:
-                with torch.no_grad():
-                    example_deviations = critic.deviations(examples)
-                deviation = F.l1_loss(critic.deviations(translated).float(),
-                                      example_deviations.float())
+            if weights.deviation_weight > 0:  # AdaIN's style loss: the maps' deviations
+                deviation = F.l1_loss(fake_deviations.float(), example_deviations.float())
                 generator_loss = generator_loss + weights.deviation_weight * deviation
             else:
                 deviation = gan.new_zeros(())

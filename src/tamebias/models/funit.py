@@ -226,8 +226,8 @@ class IdentityTranslator(nn.Module):
 class MultiDomainCritic(nn.Module):
     """FUNIT's multi-task critic: a shared convolutional trunk, then one output map per seen
     domain; ``forward(images, domains)`` returns the patch logits of each image's own domain
-    (``B x h x w``) and the trunk's features (``B x F``, spatially averaged) for feature
-    matching."""
+    (``B x h x w``), the trunk's features spatially averaged (``B x F``, FUNIT's feature
+    matching) and their spatial standard deviations (``B x F``, AdaIN's style loss)."""
 
     def __init__(self, channels: int, domains: int, width: int = 16, blocks: int = 3) -> None:
         super().__init__()
@@ -242,15 +242,11 @@ class MultiDomainCritic(nn.Module):
         self.output = nn.Conv2d(filters, domains, 1)
         self.domains = domains
 
-    def deviations(self, images: Tensor) -> Tensor:
-        """The channel standard deviations over space of the trunk's maps, ``B x F``."""
-        return self.trunk(images * 2 - 1).std((2, 3))
-
-    def forward(self, images: Tensor, domains: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, domains: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         features = self.trunk(images * 2 - 1)
         logits = self.output(features)
         chosen = logits[torch.arange(len(images), device=images.device), domains]
-        return chosen, features.mean((2, 3))
+        return chosen, features.mean((2, 3)), features.std((2, 3))
 
 
 def hinge_critic_loss(real: Tensor, fake: Tensor) -> Tensor:
