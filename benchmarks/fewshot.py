@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tamebias.api import fit
 from tamebias.fewshot_translation import cycada_judges, fewshot_judges
+from tamebias.legacy import upgrade
 from tamebias.rundir import RunDir
 from tamebias.tasks import FEWSHOT_TARGETS
 
@@ -136,6 +137,9 @@ def main() -> None:
             verdict = (cycada_judges(folder, funit) if key[2] == "cycada_pixel"
                        else fewshot_judges(folder))
             verdict["seed"] = seed
+            if key[2] in ("funit", "coco_funit"):  # the losses and sizes it trained with
+                saved = upgrade(RunDir(folder).read_config())
+                verdict["network"] = saved["method"].get("network")
             judged.setdefault(key, []).append(verdict)
     rows = []
     for (target, shots, translator), verdicts in sorted(judged.items()):
@@ -143,6 +147,8 @@ def main() -> None:
         row = {"task": f"{args.source}-{target}-{count}shot", "target": FEWSHOT_TARGETS[target],
                "shots": count, "translator": translator, "seeds": [v["seed"] for v in verdicts],
                "runs": [v["run"] for v in verdicts]}
+        if verdicts[0].get("network"):
+            row["network"] = verdicts[0]["network"]
         for name in ("content_preservation", "style_distance", "accuracy"):
             values = [v[name] for v in verdicts]
             row[f"{name}_mean"], row[f"{name}_std"] = summary(values)
@@ -155,7 +161,8 @@ def main() -> None:
         "backbone": "lenet", "source_steps": args.source_steps,
         "translate_steps": args.translate_steps, "task_steps": args.task_steps,
         "cycada_translate_steps": args.cycada_steps or None,
-        "translator": "methods/fewshot.py defaults (models/funit.py FewShotTranslatorConfig)",
+        "translator": "methods/fewshot.py defaults (models/funit.py FewShotTranslatorConfig); "
+                      "each translator row records its network and loss weights",
         "selection": "last (final model)", "seeds": seeds, "extra": args.set,
         "judges": "fewshot_translation.fewshot_judges on the first 2,000 source and target "
                   "test images; content judge trained on seen styles with source labels only",
