@@ -17,14 +17,17 @@ accuracy (``fewshot_judges``; final models, no target label picks anything).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
 from pathlib import Path
 
 from tamebias.api import fit
+from tamebias.compose import load_config
 from tamebias.fewshot_translation import cycada_judges, fewshot_judges
 from tamebias.legacy import upgrade
+from tamebias.methods.fewshot import FewShotPixelConfig
 from tamebias.rundir import RunDir
 from tamebias.tasks import FEWSHOT_TARGETS
 
@@ -52,9 +55,24 @@ def run(folder: Path, overrides: list[str]) -> Path:
     return folder
 
 
-def trained_for(folder: Path) -> tuple[str, int]:
-    """The (target, K) of a run's task stage, from its recorded config."""
-    data = RunDir(folder).read_config()["data"]
+# the settings of the task stage: a translator run's own task stage stands for its (target, K)
+# row only if it trained with the ones asked now (a default may have moved since)
+TASK_SETTINGS = ("steps", "source_share", "style_mix", "task_optim")
+
+
+def task_settings(method: dict) -> dict:
+    defaults = dataclasses.asdict(FewShotPixelConfig())
+    chosen = {key: method.get(key, defaults[key]) for key in TASK_SETTINGS}
+    return json.loads(json.dumps(chosen))  # tuples as the saved config's lists
+
+
+def trained_for(folder: Path, asked: dict) -> tuple[str, int] | None:
+    """The (target, K) of a run's task stage, from its recorded config; None when its task
+    stage ran with other task settings than ``asked``."""
+    saved = upgrade(RunDir(folder).read_config())
+    if task_settings(saved["method"]) != asked:
+        return None
+    data = saved["data"]
     names = {spec: short for short, spec in FEWSHOT_TARGETS.items()}
     return names.get(data["target"], data["target"]), int(data["target_subset"])
 
@@ -68,7 +86,9 @@ def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
                                           f"init.weights={funit}:teacher"])
     # a translator run also did one task stage: key it by the (target, K) it recorded, which
     # an earlier invocation with other --targets / --shots may have chosen
-    runs = {(*trained_for(funit), "funit"): funit, (*trained_for(coco), "coco_funit"): coco}
+    asked = task_settings(load_config(None, first).to_dict()["method"])
+    runs = {(*trained, name): folder for name, folder in (("funit", funit), ("coco_funit", coco))
+            if (trained := trained_for(folder, asked)) is not None}
     for target in args.targets:
         for shots in args.shots:
             for translator in TRANSLATORS:

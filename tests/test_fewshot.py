@@ -106,11 +106,14 @@ def fewshot(tiny_overrides, *more):
             "method.network.critic_blocks=2", *more]
 
 
-def test_identity_translator_leaves_the_result_equal_to_source_only(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("task_setting", ["method.source_share=0.5", "method.style_mix=random"])
+def test_identity_translator_leaves_the_result_equal_to_source_only(tiny_overrides, tmp_path,
+                                                                    task_setting):
     plain = fit(None, [*tiny_overrides, "method.name=source_only", "train.selection=last"],
                 run_dir=tmp_path / "source_only")
     identity = fit(None, fewshot(tiny_overrides, "method.translator=identity",
-                                 "method.source_steps=0"), run_dir=tmp_path / "identity")
+                                 "method.source_steps=0", task_setting),
+                   run_dir=tmp_path / "identity")
     assert [r["stage"] for r in identity.history] == ["task", "task"]
     assert identity.final_target_accuracy == plain.final_target_accuracy
     first = restore_run(tmp_path / "source_only", "last").method.classifier.state_dict()
@@ -256,3 +259,60 @@ def test_instance_norm_decoder_discards_the_channel_offsets_adain_sets_and_layer
     assert (outputs["ln"][0] - outputs["ln"][1]).abs().max() > 1e-2
     with pytest.raises(ValueError, match="decoder_norm"):
         FewShotTranslator(3, FewShotTranslatorConfig(decoder_norm="batch"))
+
+
+def _task_method(**settings):
+    from tamebias.methods.fewshot import FewShotPixel, FewShotPixelConfig
+    from tamebias.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    method = FewShotPixel(FewShotPixelConfig(translator="funit", network=SMALL, **settings),
+                          build_classifier("lenet", 3, 3, 16, channels_last=False))
+    method.examples = render(digits(4, seed=3), "green-on-navy",
+                             torch.Generator().manual_seed(2))
+    return method
+
+
+@pytest.mark.parametrize("share, kept", [(0.0, 0), (0.5, 4), (0.25, 2), (1.0, 8)])
+def test_the_task_batch_keeps_its_source_share_untranslated(share, kept):
+    from tamebias.data.batch import DomainBatch, LabeledBatch, UnlabeledBatch
+
+    method = _task_method(source_share=share)
+    images = render(digits(8), "plain")
+    seen: list[torch.Tensor] = []
+    method.classifier.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    batch = DomainBatch(source=LabeledBatch(images, torch.arange(8) % 3, torch.arange(8)),
+                        target=UnlabeledBatch(images[:4], torch.arange(4)))
+    method.task_step(batch, RecordingContext())
+    trained = seen[0]
+    assert torch.equal(trained[:kept], images[:kept])  # the first share: the source itself
+    if kept < 8:
+        assert torch.allclose(trained[kept:], method.to_target(images[kept:]))
+        assert not torch.allclose(trained[kept:], images[kept:], atol=0.05)
+
+
+def test_random_style_mix_draws_a_convex_combination_of_the_k_codes_per_image():
+    method = _task_method()
+    images = render(digits(6), "plain")
+    mean = method.to_target(images)
+    torch.manual_seed(4)
+    mixed = method.to_target(images, mix="random")
+    assert not torch.allclose(mixed, mean, atol=1e-4)  # each image its own code
+    # K copies of one example: every convex combination is that example's code
+    copies = method.examples[:1].expand(4, -1, -1, -1)
+    assert torch.allclose(method.to_target(images, copies, mix="random"),
+                          method.to_target(images, copies), atol=1e-5)
+    # the mix reaches each example's own code at the Dirichlet's corners
+    translator = method.translator.eval()
+    with torch.no_grad():
+        codes = translator.example_style(method.examples[:, None])
+        assert torch.allclose(codes.mean(0), translator.example_style(method.examples),
+                              atol=1e-6)
+
+
+@pytest.mark.parametrize("setting", ["method.source_share=1.5", "method.style_mix=blend"])
+def test_bad_task_stage_settings_are_refused_before_training(tiny_overrides, tmp_path, setting):
+    from tamebias.config import ConfigError
+
+    with pytest.raises(ConfigError, match=setting.split("=")[0]):
+        fit(None, fewshot(tiny_overrides, setting), run_dir=tmp_path / "run")

@@ -16,6 +16,7 @@ from ..data.styles import SEEN_STYLES, get_style, render
 from ..models.classifier import Classifier
 from ..models.funit import (
     FEWSHOT_TRANSLATORS,
+    FewShotTranslator,
     FewShotTranslatorConfig,
     MultiDomainCritic,
     build_fewshot_translator,
@@ -46,7 +47,13 @@ class FewShotPixelConfig(MethodConfig):
     steps: int = 1000  # task stage: the classifier on source rendered like the K examples
     translate_batch: int = 16  # content images per translator step, cut from the source batch
     shots: int = 5
-    source_share: float = 0.0  # share of each task batch kept untranslated (source images)
+    # share of each task batch kept untranslated: the task stage trains on source and its
+    # translations together (PixelDA's task loss), so translation errors cannot erase what
+    # the source model knew; 0 is CyCADA's task stage (translations only)
+    source_share: float = 0.5
+    # the style code of each translation: "mean" (FUNIT: the K examples' codes averaged) or
+    # "random" (a flat-Dirichlet convex combination of the K codes, drawn per image)
+    style_mix: str = "mean"
     source_optim: OptimConfig = field(default_factory=lambda: OptimConfig("adam", lr=1e-3))
     translator_optim: OptimConfig = field(
         default_factory=lambda: OptimConfig("adam", lr=2e-4, betas=(0.5, 0.999)))
@@ -84,6 +91,12 @@ class FewShotPixel(Method):
         if config.translator not in FEWSHOT_TRANSLATORS:
             raise ConfigError(f"method.translator must be one of {', '.join(FEWSHOT_TRANSLATORS)}"
                               f", got {config.translator!r}")
+        if not 0.0 <= config.source_share <= 1.0:
+            raise ConfigError("method.source_share is the untranslated share of a task batch: "
+                              f"between 0 and 1, got {config.source_share}")
+        if config.style_mix not in ("mean", "random"):
+            raise ConfigError("method.style_mix must be mean or random, got "
+                              f"{config.style_mix!r}")
         if not config.seen_styles:
             raise ConfigError("method.seen_styles is empty: the translator needs seen styles")
         self.styles = [get_style(name) for name in config.seen_styles]
@@ -242,11 +255,23 @@ class FewShotPixel(Method):
         return target.images[positions[: self.config.shots]]
 
     @torch.no_grad()
-    def to_target(self, images: Tensor, examples: Tensor | None = None) -> Tensor:
-        """Source images rendered in the style of ``examples`` (default: the stored K)."""
+    def to_target(self, images: Tensor, examples: Tensor | None = None,
+                  mix: str = "mean") -> Tensor:
+        """Source images rendered in the style of ``examples`` (default: the stored K): with
+        the K codes' average (``mix="mean"``), or with a random convex combination of them per
+        image (``"random"``, weights from a flat Dirichlet)."""
         examples = self.examples if examples is None else examples
-        with evaluating(self.translator):
-            return self.translator.translate(images, examples).clamp(0, 1)
+        translator = self.translator
+        if mix == "mean" or not isinstance(translator, FewShotTranslator) or len(examples) < 2:
+            with evaluating(translator):
+                return translator.translate(images, examples).clamp(0, 1)
+        with evaluating(translator):
+            codes = translator.example_style(examples[:, None])  # K x S, one per example
+            weights = torch.distributions.Dirichlet(codes.new_ones(len(examples))).sample(
+                (len(images),))
+            content = translator.content(images)
+            style = translator.style_code(content, weights @ codes)
+            return translator.decode(content, style).clamp(0, 1)
 
     def task_step(self, batch: DomainBatch, ctx: StepContext) -> dict[str, Tensor]:
         source = batch.source
@@ -254,8 +279,11 @@ class FewShotPixel(Method):
         if self.examples.numel() == 0:
             self.examples = self.pick_examples(batch.target).clone()
         keep = round(self.config.source_share * len(source))
-        translated = self.to_target(source.images[keep:])
-        images = torch.cat([source.images[:keep], translated]) if keep else translated
+        if keep >= len(source):
+            images = source.images
+        else:
+            translated = self.to_target(source.images[keep:], mix=self.config.style_mix)
+            images = torch.cat([source.images[:keep], translated]) if keep else translated
         metrics = classification_step(self.classifier,
                                       LabeledBatch(images, source.labels, source.indices),
                                       ctx, "classifier")
