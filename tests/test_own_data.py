@@ -221,3 +221,76 @@ def test_read_inputs_reads_any_input_a_user_points_at(own_data, tmp_path):
     with pytest.raises(DatasetNotFoundError):
         read_inputs(tmp_path / "nothing")
     assert torch.equal(read_inputs(f"folder:{own_data['source']}").labels, folder.labels)
+
+
+# -- source-free adaptation: a source model and an unlabeled target folder, no source image --
+def source_free(data: dict[str, Path], source_run: Path, *extra: str) -> list[str]:
+    settings = [item for item in overrides(data) if not item.startswith(
+        ("data.source=", "data.source_val_fraction="))]
+    return [*settings, "data.source=none", "method.name=shot", f"init.weights={source_run}",
+            "train.selection=im", *extra]
+
+
+def test_shot_adapts_a_source_model_to_a_target_folder_without_any_source_image(
+        own_data, monkeypatch, wide_plain_consoles):
+    from tamebias.data import domain
+
+    source_run = fit(None, overrides(own_data, "method.name=source_only"),
+                     run_dir=own_data["root"] / "runs" / "source").run_dir
+    reads: list[str] = []
+    original = domain.load_dataset
+    monkeypatch.setattr(domain, "load_dataset",
+                        lambda spec, *a, **k: reads.append(spec) or original(spec, *a, **k))
+    runs = own_data["root"] / "runs"
+    outcome = CliRunner().invoke(app, ["fit", "--run-dir", str(runs / "free"), *sum(
+        (["--set", o] for o in source_free(own_data, source_run,
+                                           f"data.target_test=list:{own_data['list']}")), [])])
+    assert outcome.exit_code == 0, outcome.output
+    assert not any(str(own_data["source"]) in spec for spec in reads)  # never opened
+    result = json.loads((runs / "free" / "result.json").read_text())
+    protocol = result["protocol"]
+    assert protocol["source"].startswith("none (source-free") and protocol["source_train"] == 0
+    assert protocol["classes"] == CLASSES and result["source_val"] is None
+    assert result["target"]["count"] == 10 and result["selection"] == "im"
+    assert [record["stage"] for record in result["history"]] == ["adapt", "adapt"]
+    # the source hypothesis (head) is kept, the encoder adapted
+    from tamebias.api import restore_run
+
+    before = restore_run(source_run, "last").method.classifier.state_dict()
+    after = restore_run(runs / "free", "last").method.classifier.state_dict()
+    heads = [key for key in before if key.startswith("classifier_head.")]
+    assert heads and all(torch.equal(before[key], after[key]) for key in heads)
+    assert any(not torch.equal(before[key], after[key]) for key in before
+               if key.startswith("backbone.") and after[key].is_floating_point())
+
+
+@pytest.mark.parametrize("extra, error, message", [
+    ((), None, "init.weights=RUN"),
+    (("method.name=source_only",), "config", "trains on labeled source"),
+    (("train.selection=source_val",), "config", "train.selection=im"),
+    (("data.size=20",), None, "trained at 16"),
+])
+def test_a_source_free_run_refuses_what_it_cannot_do_before_training(
+        own_data, extra, error, message):
+    from tamebias.config import ConfigError
+
+    source_run = fit(None, overrides(own_data, "method.name=source_only", "method.steps=2"),
+                     run_dir=own_data["root"] / "runs" / "source").run_dir
+    settings = source_free(own_data, source_run, *extra)
+    if not extra:  # no model named: nothing tells the run its classes and input
+        settings = [item for item in settings if not item.startswith("init.weights=")]
+    with pytest.raises(ConfigError if error else DataError, match=message):
+        fit(None, settings, run_dir=own_data["root"] / "runs" / "refused")
+    assert not (own_data["root"] / "runs" / "refused" / "checkpoint.pt").exists()
+
+
+def test_a_source_free_target_with_other_classes_is_refused(own_data, tmp_path):
+    source_run = fit(None, overrides(own_data, "method.name=source_only", "method.steps=2"),
+                     run_dir=own_data["root"] / "runs" / "source").run_dir
+    for index, name in enumerate(("cat", "dog", "cat", "dog")):
+        save(tmp_path / "other" / name / f"{index}.png", bar_image(index % 2, index, 90))
+    settings = [item if not item.startswith("data.target=") else
+                f"data.target=folder:{tmp_path / 'other'}"
+                for item in source_free(own_data, source_run)]
+    with pytest.raises(DataError, match="class mismatch"):
+        fit(None, settings, run_dir=own_data["root"] / "runs" / "refused")

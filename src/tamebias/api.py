@@ -18,7 +18,7 @@ from .compose import load_config
 from .config import ConfigError, RunConfig
 from .data.augment import Augmenter
 from .data.datasets import load_dataset
-from .data.domain import DomainData, DomainStreams, prepare_data
+from .data.domain import SOURCE_FREE, DomainData, DomainStreams, SourceCard, prepare_data
 from .data.imageset import DataError, as_float
 from .data.shift import CategoryShift
 from .data.target import align_classes
@@ -111,6 +111,34 @@ def rejection_rule(config: RunConfig, method: Any, protocol: dict[str, Any]):
     return make_rule(config.train.rejection, method.num_classes, threshold)
 
 
+def source_card(config: RunConfig) -> SourceCard | None:
+    """For a source-free run (``data.source=none``): the classes and input geometry of the
+    source model it adapts, read from the finished run that ``init.weights`` names."""
+    if config.data.source != SOURCE_FREE or not config.init.weights:
+        return None  # a missing init.weights is reported by prepare_data
+    folder = Path(parse_init(config.init.weights)[0])
+    if folder.is_file():  # a checkpoint file inside a run folder
+        folder = folder.parent
+    protocol_path = RunDir(folder).protocol
+    if not protocol_path.exists():
+        raise DataError(f"data.source=none reads the source model's classes and input size "
+                        f"from the run folder init.weights names, but {protocol_path} does not "
+                        "exist; give the folder of a finished source run")
+    protocol = read_json(protocol_path)
+    try:
+        height, width, channels = (int(part) for part in protocol["input"].split("x"))
+        classes = tuple(protocol["classes"])
+    except (KeyError, ValueError) as error:
+        raise DataError(f"{protocol_path} records no input geometry and classes ({error})") \
+            from None
+    return SourceCard(classes, (channels, height, width), str(folder))
+
+
+def run_data(config: RunConfig) -> DomainData:
+    """The data of ``config``: both domains, or the target alone for a source-free run."""
+    return prepare_data(config.data, source_card(config))
+
+
 def build_run(config: RunConfig, data: DomainData | None = None):
     """Data, model and method for ``config`` (seeded), on the configured device."""
     if config.train.threads:
@@ -120,7 +148,7 @@ def build_run(config: RunConfig, data: DomainData | None = None):
     device = resolve_device(config.train.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    data = data or prepare_data(config.data)
+    data = data or run_data(config)
     channels, size, _ = data.geometry
     torch.manual_seed(config.train.seed)
     classifier = build_classifier(
@@ -133,6 +161,12 @@ def build_run(config: RunConfig, data: DomainData | None = None):
         classifier.backbone.fit_inputs(data.source_train.images)
     initialized = parse_init(config.init.weights)[1] if config.init.weights else ()
     method = build_method(config.method, classifier, initialized).to(device)
+    if config.data.source == SOURCE_FREE and (method.needs.source or any(
+            (stage.needs or method.needs).source for stage in method.stages())):
+        raise ConfigError(
+            f"data.source=none gives no source image, but {config.method.name} trains on "
+            "labeled source here; a source-free run is shot from a finished source run: "
+            "method.name=shot init.weights=RUN (its classifier) train.selection=im")
     return data, method, device
 
 

@@ -340,6 +340,11 @@ def fill_unset(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, An
 def check(config: RunConfig) -> None:
     """Checks that span fields and need no registry, made before any data is read; the
     checks against registries (methods, validators, backbones, ...) are in ``compose.py``."""
+    if config.train.selection in ("source_val", "dev") and config.data.source == "none":
+        raise ConfigError(
+            f"train.selection={config.train.selection} needs source validation images, and a "
+            "source-free run (data.source=none) has none: select with a target validator, "
+            "e.g. train.selection=im (or snd, entropy, last)")
     if config.train.selection in ("source_val", "dev") and config.data.source_val_fraction <= 0:
         raise ConfigError(
             f"train.selection={config.train.selection} needs a source validation set: "

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
-from .api import RunResult, fit, run_identity
+from .api import RunResult, fit, run_data, run_identity
 from .compose import load_config
 from .config import ConfigError, RunConfig, read_config_file
-from .data.domain import prepare_data
 from .methods import METHODS
 from .recipes import recipe as find_recipe
 from .recipes import recipe_overrides, required_recipes
@@ -188,7 +187,7 @@ def fit_recipe(task: str | None, recipe: str | None, base: Any = None,
     overrides = list(overrides or [])
     places = required_places(task, recipe, base, overrides, locations)
     config = recipe_config(task, recipe, base, overrides, places)
-    data = data or prepare_data(config.data)
+    data = data or run_data(config)
     if recipe is not None:
         train_required(list(places), lambda label, _: recipe_config(
             task, label, base, settings_for(label, overrides), places),

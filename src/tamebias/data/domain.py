@@ -22,6 +22,25 @@ from .streams import IndexStream
 from .target import align_classes, check_kinds, load_target
 from .transforms import to_geometry
 
+SOURCE_FREE = "none"  # data.source of a source-free run: the source model, never its images
+
+
+@dataclass(frozen=True)
+class SourceCard:
+    """What a source-free run knows of its source: the source model's classes and input
+    geometry (``C x H x W``), read from the finished run whose weights it adapts."""
+
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+    origin: str
+
+    def as_set(self) -> ImageSet:
+        """An empty labeled set with the source model's classes and geometry."""
+        return ImageSet(torch.zeros((0, *self.shape), dtype=torch.uint8),
+                        torch.zeros(0, dtype=torch.long), list(self.classes),
+                        name=f"the source model of {self.origin}",
+                        meta={"format": "none (source-free)"})
+
 
 class SourceClasses:
     """The class names and their count, as the labeled source training set has them (shared
@@ -95,8 +114,12 @@ def _native_geometry(images: ImageSet) -> str:
     return f"{height}x{width}x{channels}"
 
 
-def prepare_data(config: DataConfig) -> DomainData:
-    """Load, subset and convert source and target; every check happens here, before training."""
+def prepare_data(config: DataConfig, source_card: SourceCard | None = None) -> DomainData:
+    """Load, subset and convert source and target; every check happens here, before training.
+
+    ``data.source=none`` is a source-free run: no source image is read; ``source_card`` (the
+    source model's classes and input geometry) stands in for the source set, so the target is
+    checked against the classes and converted to the geometry the model was trained on."""
     load = dict(root=config.root, download=config.download)
     def hint(spec: str) -> tuple[int, int] | None:  # folders of mixed sizes resize on decode
         decoded = spec.startswith(("folder:", "list:", "images:"))
@@ -109,7 +132,21 @@ def prepare_data(config: DataConfig) -> DomainData:
             return lazy_dataset(spec, split, config.size, config.root)
         return load_dataset(spec, split, size=hint(spec), **load)
 
-    source = read(config.source, "train")
+    source_free = config.source == SOURCE_FREE
+    if source_free:
+        if source_card is None:
+            raise DataError("data.source=none is a source-free run: it adapts the model of a "
+                            "finished source run, given as init.weights=RUN (the run's "
+                            "classes and input size come from there)")
+        source = source_card.as_set()
+        _, height, _ = source_card.shape
+        for name, asked, trained in (("data.size", config.size, height),
+                                     ("data.channels", config.channels, source_card.shape[0])):
+            if asked is not None and asked != trained:
+                raise DataError(f"{name}={asked}, but the source model of {source_card.origin} "
+                                f"was trained at {trained}; a source-free run keeps its input")
+    else:
+        source = read(config.source, "train")
     if not source.is_labeled:
         raise DataError(f"source {config.source} has no labels; the source must be labeled "
                         "(one sub-folder per class, a list with labels, or an npz with y)")
@@ -118,10 +155,12 @@ def prepare_data(config: DataConfig) -> DomainData:
     check_kinds(source, target, config.source, config.target)
     if target_test is not None:
         check_kinds(source, target_test, config.source, config.target_test or config.target)
-    checks.check_not_empty([(f"{config.source} train", source), (f"{config.target} train", target),
+    checks.check_not_empty([*([] if source_free else [(f"{config.source} train", source)]),
+                            (f"{config.target} train", target),
                             *([(f"{config.target_test or config.target} test", target_test)]
                               if target_test is not None else [])])
-    checks.check_labels(config.source, [source])
+    if not source_free:
+        checks.check_labels(config.source, [source])
     if target.is_labeled:  # a separate test set may hold a subset of the classes
         checks.check_labels(config.target, [part for part in (target, target_test)
                                              if part is not None and part.is_labeled])
@@ -154,7 +193,7 @@ def prepare_data(config: DataConfig) -> DomainData:
         target_test, sets.protocol["class_alignment"] = align_classes(
             source.classes, target_test, config.target_test or config.target)
     native = {"source": _native_geometry(source), "target": _native_geometry(target)}
-    if config.size is None or config.channels is None:
+    if (config.size is None or config.channels is None) and not source_free:
         if source.shape != target.shape:
             raise DataError(
                 f"image geometry differs: source {config.source} is {native['source']}, target "
@@ -166,16 +205,22 @@ def prepare_data(config: DataConfig) -> DomainData:
     if cache == "memory":
         checks.check_decoded_size([part for part in (source, target, target_test)
                                    if part is not None], size, channels)
-    source, target = (to_geometry(images, size, channels) for images in (source, target))
+    if not source_free:
+        source = to_geometry(source, size, channels)
+    target = to_geometry(target, size, channels)
     if target_test is not None:
         target_test = to_geometry(target_test, size, channels)
 
-    train_index, val_index = _split_indices(
-        len(source), config.source_subset, config.source_val_fraction, config.subset_seed,
-        config.source,
-    )
-    source_val = source.subset(val_index, f"{config.source}/val") if len(val_index) else None
-    source_train = source.subset(train_index, f"{config.source}/train")
+    if source_free:  # nothing to split: no source image, so no source validation either
+        source_train, source_val = source, None
+    else:
+        train_index, val_index = _split_indices(
+            len(source), config.source_subset, config.source_val_fraction, config.subset_seed,
+            config.source,
+        )
+        source_val = source.subset(val_index, f"{config.source}/val") if len(val_index) \
+            else None
+        source_train = source.subset(train_index, f"{config.source}/train")
     if config.target_subset is not None:
         target_index, _ = _split_indices(
             len(target), config.target_subset, 0.0, config.subset_seed + 1, config.target
@@ -234,7 +279,8 @@ def prepare_data(config: DataConfig) -> DomainData:
                 "labeled_set": config.target_labeled, "validation_set": config.target_validation}
 
     protocol = {
-        "source": config.source,
+        "source": (f"none (source-free: the model of {source_card.origin})"
+                   if source_free and source_card is not None else config.source),
         "target": config.target,
         "input": f"{size}x{size}x{channels}",
         "classes": list(source.classes),

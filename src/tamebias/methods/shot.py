@@ -79,7 +79,13 @@ class SHOT(Method):
         if not 0 <= config.label_smoothing < 1:
             raise ValueError("method.label_smoothing must be in [0, 1)")
         self.bank = MemoryBank(classifier.feature_dim, normalize=False)  # raw: the head reads them
-        self.needs = DataNeeds(source=config.source_steps > 0)
+
+    @property
+    def needs(self) -> DataNeeds:  # type: ignore[override]
+        """Source batches only for a source stage: none when the source model is loaded
+        (``init.weights=RUN``) or ``source_steps=0`` (a source-free run draws none at all)."""
+        return DataNeeds(source="classifier" not in self.initialized
+                         and self.config.source_steps > 0)
 
     def stages(self) -> list[Stage]:
         adapt = Stage("adapt", self.adapt_step, {"encoder": [self.classifier.backbone]},
