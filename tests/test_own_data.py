@@ -294,3 +294,30 @@ def test_a_source_free_target_with_other_classes_is_refused(own_data, tmp_path):
                 for item in source_free(own_data, source_run)]
     with pytest.raises(DataError, match="class mismatch"):
         fit(None, settings, run_dir=own_data["root"] / "runs" / "refused")
+
+
+def test_the_source_free_benchmark_adapts_each_source_run_and_reads_no_source_image(
+        own_data, monkeypatch, tmp_path):
+    import runpy
+    import sys
+
+    for seed in (0, 1):
+        fit(None, overrides(own_data, "method.name=source_only", "model.norm=bn",
+                            f"train.seed={seed}", f"data.target_test=list:{own_data['list']}"),
+            run_dir=tmp_path / "bench" / "bars" / "source_only+bn+aug" / f"seed{seed}")
+    output = tmp_path / "sourcefree.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "sourcefree.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--source-runs", str(tmp_path / "bench"),
+                                      "--tasks", "bars", "--seeds", "0,1", "--runs-dir",
+                                      str(tmp_path / "free"), "--output", str(output)])
+    runpy.run_path(str(script), run_name="__main__")
+    (row,) = json.loads(output.read_text())["rows"]
+    assert row["task"] == "bars" and row["seeds"] == [0, 1] and row["source_images_read"] == 0
+    assert row["gain"] == pytest.approx([a - b for a, b in zip(
+        row["accuracy"], row["source_model_accuracy"], strict=True)])
+    saved = json.loads((tmp_path / "free" / "bars" / "shot-sourcefree" / "seed1" /
+                        "config.json").read_text())
+    assert saved["data"]["source"] == "none" and saved["train"]["seed"] == 1
+    assert saved["data"]["target_test"] == f"list:{own_data['list']}"
+    assert saved["init"]["weights"].endswith("seed1") and saved["model"]["norm"] == "bn"
+    assert "| bars |" in output.with_suffix(".md").read_text()
