@@ -161,8 +161,7 @@ def build_run(config: RunConfig, data: DomainData | None = None):
         classifier.backbone.fit_inputs(data.source_train.images)
     initialized = parse_init(config.init.weights)[1] if config.init.weights else ()
     method = build_method(config.method, classifier, initialized).to(device)
-    if config.data.source == SOURCE_FREE and (method.needs.source or any(
-            (stage.needs or method.needs).source for stage in method.stages())):
+    if config.data.source == SOURCE_FREE and method.needs.source:  # stages only narrow it
         raise ConfigError(
             f"data.source=none gives no source image, but {config.method.name} trains on "
             "labeled source here; a source-free run is shot from a finished source run: "

@@ -139,9 +139,9 @@ def prepare_data(config: DataConfig, source_card: SourceCard | None = None) -> D
                             "finished source run, given as init.weights=RUN (the run's "
                             "classes and input size come from there)")
         source = source_card.as_set()
-        _, height, _ = source_card.shape
+        channels, height, _ = source_card.shape
         for name, asked, trained in (("data.size", config.size, height),
-                                     ("data.channels", config.channels, source_card.shape[0])):
+                                     ("data.channels", config.channels, channels)):
             if asked is not None and asked != trained:
                 raise DataError(f"{name}={asked}, but the source model of {source_card.origin} "
                                 f"was trained at {trained}; a source-free run keeps its input")
