@@ -6,8 +6,9 @@ the task stage of the first target / first K; one COCO-FUNIT run starts from tha
 model (``init.weights=RUN:teacher``). Every other (target, K) is a task stage on those
 translators (``init.weights=RUN:translator,teacher,judge``); the identity rows continue the
 same source model on untranslated source for the same steps. Existing finished runs are
-reused. Rows: mean and std over seeds of content preservation, style distance and target
-accuracy (``fewshot_judges``; final models, no target label picks anything).
+reused, only by the config they were made with (another one is refused). Rows: mean and std
+over seeds of content preservation, style distance and target accuracy (``fewshot_judges``;
+final models, no target label picks anything).
 
     python benchmarks/fewshot.py --seeds 0,1,2 --targets flowerblend,pinkoutline,usps \\
         --shots 1,5 --cycada-steps 2000 --runs-dir runs/fewshot \\
@@ -23,7 +24,8 @@ import statistics
 import time
 from pathlib import Path
 
-from tamebias.api import fit
+from tamebias.api import fit, run_identity
+from tamebias.bench import config_changes
 from tamebias.compose import load_config
 from tamebias.fewshot_translation import cycada_judges, fewshot_judges
 from tamebias.legacy import upgrade
@@ -47,7 +49,28 @@ def common(args, target: str, shots: int, seed: int) -> list[str]:
 TRAIN = True  # --tabulate-only: judge the finished runs, train nothing
 
 
-def run(folder: Path, overrides: list[str]) -> Path:
+def check_reuse(folder: Path, overrides: list[str], free: tuple[str, ...] = ()) -> None:
+    """A run folder is reused only by the config it was made with: a run of another protocol
+    (an earlier --source-steps, a default that moved since) is refused, naming what differs,
+    never silently returned. ``free``: dotted settings the caller checks itself."""
+    saved = RunDir(folder)
+    if not saved.config.exists():
+        return
+    identities = [json.loads(run_identity(values)) for values in (
+        upgrade(saved.read_config(f"move {folder} away")),
+        load_config(None, overrides).to_dict())]
+    for identity in identities:
+        for dotted in free:
+            section, key = dotted.split(".", 1)
+            identity.get(section, {}).pop(key, None)
+    if changes := config_changes(*identities):
+        raise SystemExit(f"{folder} holds a run of another config ({'; '.join(changes[:4])}"
+                         f"{'; ...' if len(changes) > 4 else ''}); nothing was deleted: choose "
+                         "another --runs-dir or move that run away")
+
+
+def run(folder: Path, overrides: list[str], free: tuple[str, ...] = ()) -> Path:
+    check_reuse(folder, overrides, free)
     if TRAIN and not RunDir(folder).result.exists():
         started = time.perf_counter()
         fit(None, overrides, run_dir=folder)
@@ -58,6 +81,10 @@ def run(folder: Path, overrides: list[str]) -> Path:
 # the settings of the task stage: a translator run's own task stage stands for its (target, K)
 # row only if it trained with the ones asked now (a default may have moved since)
 TASK_SETTINGS = ("steps", "source_share", "style_mix", "task_optim")
+# what a translator run may differ in from the config asked now: its one task stage (keyed by
+# trained_for) and that stage's target
+TASK_STAGE = ("data.target", "data.target_subset", "train.eval_every",
+              *(f"method.{key}" for key in TASK_SETTINGS))
 
 
 def task_settings(method: dict) -> dict:
@@ -81,9 +108,9 @@ def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
     base = Path(args.runs_dir) / f"s{seed}"
     first_target, first_shots = args.targets[0], args.shots[0]
     first = common(args, first_target, first_shots, seed)
-    funit = run(base / "funit-translator", [*first, "method.translator=funit"])
+    funit = run(base / "funit-translator", [*first, "method.translator=funit"], TASK_STAGE)
     coco = run(base / "coco-translator", [*first, "method.translator=coco_funit",
-                                          f"init.weights={funit}:teacher"])
+                                          f"init.weights={funit}:teacher"], TASK_STAGE)
     # a translator run also did one task stage: key it by the (target, K) it recorded, which
     # an earlier invocation with other --targets / --shots may have chosen
     asked = task_settings(load_config(None, first).to_dict()["method"])

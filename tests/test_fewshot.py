@@ -316,3 +316,29 @@ def test_bad_task_stage_settings_are_refused_before_training(tiny_overrides, tmp
 
     with pytest.raises(ConfigError, match=setting.split("=")[0]):
         fit(None, fewshot(tiny_overrides, setting), run_dir=tmp_path / "run")
+
+
+def test_the_fewshot_bench_reuses_a_run_folder_only_for_the_config_it_was_made_with(
+        tiny_overrides, tmp_path):
+    """A finished folder made with other settings is refused (naming them), not returned as
+    the row asked for; runtime settings (threads) and the caller's free settings may differ."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from tamebias.compose import load_config
+
+    script = Path(__file__).parents[1] / "benchmarks" / "fewshot.py"
+    spec = importlib.util.spec_from_file_location("fewshot_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    made = [*tiny_overrides, "method.steps=6"]
+    (folder / "config.json").write_text(json.dumps(load_config(None, made).to_dict()))
+    (folder / "result.json").write_text("{}")  # finished: nothing is trained again
+    assert bench.run(folder, [*made, "train.threads=2"]) == folder
+    with pytest.raises(SystemExit, match=r"another config \(method\.steps 6 -> 7\)"):
+        bench.run(folder, [*tiny_overrides, "method.steps=7"])
+    assert bench.run(folder, [*tiny_overrides, "method.steps=7"], ("method.steps",)) == folder
+    assert (folder / "config.json").exists()  # nothing deleted
