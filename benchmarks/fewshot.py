@@ -30,6 +30,7 @@ from tamebias.compose import load_config
 from tamebias.fewshot_translation import cycada_judges, fewshot_judges
 from tamebias.legacy import upgrade
 from tamebias.methods.fewshot import FewShotPixelConfig
+from tamebias.recipes import FUNIT_GPU
 from tamebias.rundir import RunDir
 from tamebias.tasks import FEWSHOT_TARGETS
 
@@ -43,7 +44,16 @@ def common(args, target: str, shots: int, seed: int) -> list[str]:
             f"train.eval_every={args.task_steps}", f"method.steps={args.task_steps}",
             "train.selection=last", f"train.seed={seed}", f"data.subset_seed={seed}",
             "method.name=fewshot_pixel", f"method.source_steps={args.source_steps}",
-            f"method.translate_steps={args.translate_steps}", *args.set]
+            f"method.translate_steps={args.translate_steps}", *sizes(args), *args.set]
+
+
+def sizes(args) -> list[str]:
+    """--gpu-sizes: FUNIT's own network and translator batch (the ``+gpu`` recipes' settings,
+    less their step counts, which --translate-steps / --task-steps give)."""
+    if not args.gpu_sizes:
+        return []
+    return [item for item in FUNIT_GPU
+            if not item.startswith(("method.translate_steps=", "method.steps="))]
 
 
 TRAIN = True  # --tabulate-only: judge the finished runs, train nothing
@@ -131,7 +141,8 @@ def seed_runs(args, seed: int) -> dict[tuple[str, int, str], Path]:
     if args.cycada_steps:  # the many-shot reference: CycleGAN on every target training image
         for target in args.targets:
             overrides = [item for item in common(args, target, 0, seed)
-                         if not item.startswith(("data.target_subset=", "method.name="))]
+                         if not item.startswith(("data.target_subset=", "method.name="))
+                         and item not in sizes(args)]  # CycleGAN keeps its own sizes
             runs[target, 0, "cycada_pixel"] = run(
                 base / f"cycada_pixel-{target}",
                 [*overrides, "method.name=cycada", "method.feature_steps=0",
@@ -167,6 +178,10 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/fewshot.json")
     parser.add_argument("--set", action="append", default=[],
                         help="an extra dotted override for every run")
+    parser.add_argument("--gpu-sizes", action="store_true",
+                        help="FUNIT's own network sizes and translator batch (the +gpu "
+                        "recipes'); with --translate-steps 100000 --task-steps 5000 --set "
+                        "train.device=cuda, a GPU run")
     parser.add_argument("--tabulate-only", action="store_true",
                         help="train nothing: rows from the runs that have finished")
     args = parser.parse_args()
@@ -210,7 +225,7 @@ def main() -> None:
         "cycada_translate_steps": args.cycada_steps or None,
         "translator": "methods/fewshot.py defaults (models/funit.py FewShotTranslatorConfig); "
                       "each translator row records its network and loss weights",
-        "selection": "last (final model)", "seeds": seeds, "extra": args.set,
+        "selection": "last (final model)", "seeds": seeds, "extra": [*sizes(args), *args.set],
         "judges": "fewshot_translation.fewshot_judges on the first 2,000 source and target "
                   "test images; content judge trained on seen styles with source labels only",
     }

@@ -342,3 +342,22 @@ def test_the_fewshot_bench_reuses_a_run_folder_only_for_the_config_it_was_made_w
         bench.run(folder, [*tiny_overrides, "method.steps=7"])
     assert bench.run(folder, [*tiny_overrides, "method.steps=7"], ("method.steps",)) == folder
     assert (folder / "config.json").exists()  # nothing deleted
+
+
+def test_funit_s_five_block_critic_pools_32_px_to_one_cell_and_stays_finite():
+    """The +gpu recipes' critic (five blocks) pools 32 px images to 1x1, where a spatial std
+    is NaN: the spread is zero there, and the losses and gradients stay finite."""
+    from tamebias.models.funit import MultiDomainCritic, hinge_critic_loss, r1_penalty
+
+    torch.manual_seed(0)
+    critic = MultiDomainCritic(3, domains=4, width=4, blocks=5)
+    images = torch.rand(6, 3, 32, 32, requires_grad=True)
+    logits, mean, spread = critic(images, torch.tensor([0, 1, 2, 3, 0, 1]))
+    assert logits.shape == (6, 1, 1) and torch.equal(spread, torch.zeros_like(mean))
+    loss = hinge_critic_loss(logits, -logits) + r1_penalty(logits, images) + mean.sum()
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all()
+                                        for p in critic.parameters() if p.grad is not None)
+    _, _, spread = MultiDomainCritic(3, domains=4, width=4, blocks=3)(
+        images, torch.zeros(6, dtype=torch.long))
+    assert (spread > 0).all()  # three blocks keep a 4x4 map: its real spread

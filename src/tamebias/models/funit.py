@@ -246,7 +246,11 @@ class MultiDomainCritic(nn.Module):
         features = self.trunk(images * 2 - 1)
         logits = self.output(features)
         chosen = logits[torch.arange(len(images), device=images.device), domains]
-        return chosen, features.mean((2, 3)), features.std((2, 3))
+        if features.shape[-2:].numel() == 1:  # pooled to 1x1 (FUNIT's five blocks at 32 px):
+            spread = torch.zeros_like(features[:, :, 0, 0])  # no spread, and no NaN from std
+        else:
+            spread = features.std((2, 3))
+        return chosen, features.mean((2, 3)), spread
 
 
 def hinge_critic_loss(real: Tensor, fake: Tensor) -> Tensor:
