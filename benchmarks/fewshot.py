@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from tamebias.api import fit, run_identity
-from tamebias.bench import config_changes
+from tamebias.bench import changed_settings
 from tamebias.compose import load_config
 from tamebias.fewshot_translation import cycada_judges, fewshot_judges
 from tamebias.legacy import upgrade
@@ -73,10 +73,9 @@ def check_reuse(folder: Path, overrides: list[str], free: tuple[str, ...] = ()) 
         for dotted in free:
             section, key = dotted.split(".", 1)
             identity.get(section, {}).pop(key, None)
-    if changes := config_changes(*identities):
-        raise SystemExit(f"{folder} holds a run of another config ({'; '.join(changes[:4])}"
-                         f"{'; ...' if len(changes) > 4 else ''}); nothing was deleted: choose "
-                         "another --runs-dir or move that run away")
+    if shown := changed_settings(*identities):
+        raise SystemExit(f"{folder} holds a run of another config ({shown}); nothing was "
+                         "deleted: choose another --runs-dir or move that run away")
 
 
 def run(folder: Path, overrides: list[str], free: tuple[str, ...] = ()) -> Path:

@@ -462,6 +462,14 @@ def config_changes(earlier: dict[str, Any], now: dict[str, Any], prefix: str = "
     return changes
 
 
+def changed_settings(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """The settings that differ between two configs, the first four named, for a refusal
+    ("" when none differs)."""
+    changes = config_changes(earlier, now)
+    more = f"; and {len(changes) - 4} more" if len(changes) > 4 else ""
+    return "; ".join(changes[:4]) + more
+
+
 def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
                      results_dir: Path | None = None, suite: str | None = None) -> None:
     """Never lose a run: when ``run_dir`` holds a run of another config, refuse (naming the
@@ -473,9 +481,7 @@ def keep_earlier_run(run_dir: Path, config: dict[str, Any], replace_runs: bool,
     earlier = read_json(saved, f"move {run_dir} away and run the bench again")
     if run_identity(earlier) == run_identity(config):
         return
-    changes = config_changes(json.loads(run_identity(earlier)), json.loads(run_identity(config)))
-    shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4
-                                      else "")
+    shown = changed_settings(json.loads(run_identity(earlier)), json.loads(run_identity(config)))
     if not replace_runs:
         raise ValueError(
             f"{run_dir} holds a run of another config ({shown}); nothing was deleted. Pass "

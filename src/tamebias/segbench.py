@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import without_runtime
-from .bench import config_changes
+from .bench import changed_settings
 from .config import ConfigError
 from .registry import lookup
 from .rundir import RunDir
@@ -155,10 +155,7 @@ def check_reuse(folder: Path, config: SegRunConfig) -> None:
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"{saved} is unreadable ({error}); move {folder} away") from error
     now = seg_identity(dataclasses.asdict(config))
-    if earlier != now:
-        changes = config_changes(earlier, now)
-        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
-                                          if len(changes) > 4 else "")
+    if shown := changed_settings(earlier, now):
         raise ConfigError(f"{folder} holds a run of another config ({shown}); nothing was "
                           "deleted. Choose another --output or move that run away")
 
