@@ -29,3 +29,19 @@ def test_a_method_with_an_mcc_term_is_its_own_row():
     with_mcc = {**row, "method_config": {"mcc": {"weight": 1.0}}}
     assert row_key(row) != row_key(with_mcc)
     assert row_key(row) == row_key({**row, "method_config": {"mcc": {"weight": 0.0}}})
+
+
+def test_a_row_with_an_mcc_term_does_not_show_the_plain_paper_s_published_number():
+    import json
+    from pathlib import Path
+
+    from tamebias.bench import markdown_table
+
+    rows = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" /
+                       "methods-digits.json").read_text())["rows"]
+    dann = next(row for row in rows if shown_name(row) == "dann")
+    table = markdown_table("methods-digits", [
+        dann, {**dann, "method_config": {**dann["method_config"], "mcc": {"weight": 1.0}}}])
+    line = {cells[2].strip(): cells for cells in (row.split("|") for row in table.splitlines())
+            if len(cells) > 10 and cells[1].strip() == "mnist-usps"}
+    assert "(TLlib)" in line["dann"][9] and line["dann+mcc"][9].strip() == ""
